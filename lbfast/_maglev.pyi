@@ -1,0 +1,3 @@
+from array import array
+
+def build_table(keys: list[str], weights: list[int], size: int) -> array: ...

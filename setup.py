@@ -1,0 +1,36 @@
+"""lbfast: XDP/eBPF L4 and Cython L7 load balancer for bare-metal Linux hosts."""
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension("lbfast._maglev", ["lbfast/_maglev.pyx"]),
+]
+
+setup(
+    name="lbfast",
+    version="0.1.0",
+    packages=["lbfast", "control"],
+    package_data={"lbfast": ["*.pyx", "*.pxd", "*.pyi"]},
+    ext_modules=cythonize(extensions, language_level=3),
+    python_requires=">=3.11",
+    install_requires=[
+        "click>=8.1",
+        "orjson>=3.9",
+        "pydantic>=2.6",
+        "uvloop>=0.19",
+        "pyroute2>=0.7",
+        "httptools>=0.6",
+        "cryptography>=41",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout",
+            "hypothesis>=6",
+            "scapy>=2.5",
+            "trustme>=1.1",
+            "pytest-benchmark>=4",
+        ],
+    },
+    entry_points={"console_scripts": ["lbfast = control.cli:main"]},
+)
