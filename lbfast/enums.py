@@ -1,0 +1,91 @@
+"""Every enumeration lbfast knows, defined once: the model, both API dialects, the CLI
+and the BPF loader all use these."""
+from enum import IntEnum, StrEnum
+
+
+class Protocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+    HTTP = "http"
+    HTTPS = "https"
+
+
+class Algorithm(StrEnum):
+    ROUNDROBIN = "roundrobin"
+    LEASTCONN = "leastconn"
+    SOURCE = "source"
+    FIRST = "first"
+
+
+class Stickiness(StrEnum):
+    NONE = "none"
+    TABLE = "table"
+    COOKIE = "cookie"
+
+
+class ServerMode(StrEnum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    DRAIN = "drain"
+    BACKUP = "backup"
+
+
+class ProxyProtocol(StrEnum):
+    NONE = "none"
+    V1 = "v1"
+    V2 = "v2"
+
+
+class OnMarkedDown(StrEnum):
+    NONE = "none"
+    SHUTDOWN_SESSIONS = "shutdown_sessions"
+
+
+class CheckType(StrEnum):
+    NONE = "none"
+    TCP = "tcp"
+    HTTP = "http"
+    HTTPS = "https"
+    HTTP_BODY = "http_body"
+    MYSQL = "mysql"
+    PGSQL = "pgsql"
+    REDIS = "redis"
+    LDAP = "ldap"
+
+
+class CipherSuite(StrEnum):
+    RECOMMENDED = "recommended"
+    LEGACY = "legacy"
+
+
+class DataplaneMode(StrEnum):
+    AUTO = "auto"
+    USERSPACE = "userspace"
+    XDP = "xdp"
+
+
+class XdpMode(StrEnum):
+    NATIVE = "native"
+    GENERIC = "generic"
+
+
+class Health(StrEnum):
+    """A server's check verdict. UNCHECKED servers (check `none`) count as usable."""
+    UP = "UP"
+    DOWN = "DOWN"
+    UNCHECKED = "unchecked"
+
+
+# Numeric codes for the BPF maps (bpf/lbfast_structs.h has the same values).
+class AlgorithmCode(IntEnum):
+    ROUNDROBIN = 0
+    LEASTCONN = 1
+    SOURCE = 2
+    FIRST = 3
+
+
+class ServerModeCode(IntEnum):
+    ACCEPT = 0
+    REJECT = 1
+    DRAIN = 2
+    BACKUP = 3
