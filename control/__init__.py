@@ -1,0 +1,1 @@
+"""lbfast control plane: model, config, CLI, API, sync, health checks, HA."""

@@ -1,0 +1,128 @@
+"""The lbfast daemon: loads the config, applies it to the data planes, reloads on SIGHUP
+(one writer at a time), stops on SIGTERM, and answers the CLI on a control socket."""
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import orjson
+
+from control import config as configfile
+from control import runtime
+from control.sync import frontend_specs
+from lbfast.l4proxy import L4Proxy
+
+log = logging.getLogger("lbfast.daemon")
+
+
+class Daemon:
+    def __init__(self, config_path: str, socket_path: str | None = None, pidfile: str | None = None):
+        self.config_path = config_path
+        self.socket_path = socket_path or runtime.default_socket()
+        self.pidfile = pidfile or runtime.default_pidfile()
+        self.config = None
+        self.l4 = L4Proxy()
+        self.lock = asyncio.Lock()           # one writer: SIGHUP, API and CLI changes queue here
+        self.stopping = asyncio.Event()
+        self.started_at = time.time()
+        self.reloads = 0
+        self.reload_failures = 0
+        self.last_error = ""
+        self.dataplane_reason = "userspace L4 proxy (XDP not configured)"
+
+    # -- apply and reload ---------------------------------------------------------
+    async def apply(self, config) -> None:
+        """Hand the config to every data plane; raises if a data plane refuses it
+        (the data planes apply nothing in that case)."""
+        specs = frontend_specs(config)
+        await self.l4.apply(specs)
+        self.config = config
+
+    async def reload(self) -> tuple[bool, str]:
+        async with self.lock:
+            try:
+                new = configfile.load(self.config_path)
+                await self.apply(new)
+            except (configfile.ConfigError, OSError) as e:
+                self.reload_failures += 1
+                self.last_error = str(e)
+                log.error("reload rejected, the running config stays: %s", e)
+                return False, str(e)
+            self.reloads += 1
+            self.last_error = ""
+            log.info("reloaded %s: %d load balancers", self.config_path, len(new.lbs))
+            return True, "reloaded"
+
+    # -- run ------------------------------------------------------------------------
+    async def run(self) -> None:
+        config = configfile.load(self.config_path)
+        await self.apply(config)
+        ctl = await asyncio.start_unix_server(self._serve_control, path=runtime.prepare_socket(self.socket_path))
+        os.chmod(self.socket_path, 0o600)
+        runtime.write_pidfile(self.pidfile)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        log.info("lbfast running: %d frontends, data plane %s, control socket %s",
+                 len(self.l4.frontends), self.dataplane_reason, self.socket_path)
+        try:
+            await self.stopping.wait()
+        finally:
+            log.info("stopping")
+            ctl.close()
+            await self.l4.close()
+            Path(self.socket_path).unlink(missing_ok=True)
+            runtime.remove_pidfile(self.pidfile)
+
+    # -- control socket -------------------------------------------------------------
+    async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                request = orjson.loads(line)
+                reply = await self.handle(request.get("cmd", ""), request)
+            except orjson.JSONDecodeError:
+                reply = {"ok": False, "error": "request is not JSON"}
+            except Exception as e:      # a bug must not kill the control socket
+                log.exception("control command failed")
+                reply = {"ok": False, "error": f"internal error: {e}"}
+            writer.write(orjson.dumps(reply, default=str) + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def handle(self, cmd: str, request: dict) -> dict:
+        if cmd == "status":
+            return {"ok": True, "result": self.status()}
+        if cmd == "stats":
+            return {"ok": True, "result": self.l4.stats()}
+        if cmd == "reload":
+            ok, message = await self.reload()
+            return {"ok": ok, "result": message} if ok else {"ok": False, "error": message}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def status(self) -> dict:
+        frontends = []
+        for state in self.l4.frontends.values():
+            f = state.spec
+            pool = self.l4.pools.get(f.backend.id)
+            frontends.append({
+                "lb_id": f.lb_id, "frontend": f.name, "listen": f"{f.address}:{f.port}",
+                "protocol": str(f.protocol), "backend": f.backend.name,
+                "algorithm": str(f.backend.algorithm), "stickiness": str(f.backend.stickiness),
+                "dataplane": self.l4.name, "active": state.active,
+                "servers": pool.stats() if pool else []})
+        return {"pid": os.getpid(), "config": os.path.abspath(self.config_path),
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "dataplane": {"name": self.l4.name, "reason": self.dataplane_reason},
+                "reloads": self.reloads, "reload_failures": self.reload_failures,
+                "last_error": self.last_error, "frontends": frontends}
+
+
+def run(config_path: str, socket_path: str | None = None, pidfile: str | None = None) -> None:
+    import uvloop
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(Daemon(config_path, socket_path, pidfile).run())

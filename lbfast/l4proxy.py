@@ -1,0 +1,294 @@
+"""Userspace L4 TCP proxy: the data plane that runs anywhere (no root, no bcc, no
+interface), one listener per frontend VIP:port. Bytes go from one transport to the other
+with asyncio's flow control and are never buffered beyond a socket's high-water mark."""
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Sequence
+
+from lbfast.enums import Protocol
+from lbfast.routing import Pool, ServerState
+from lbfast.spec import FrontendSpec
+
+log = logging.getLogger("lbfast.l4")
+
+L4_PROTOCOLS = (Protocol.TCP,)
+
+
+class FrontendState:
+    __slots__ = ("spec", "server", "active", "total", "bytes_in", "bytes_out", "refused")
+
+    def __init__(self, spec: FrontendSpec):
+        self.spec = spec
+        self.server: asyncio.base_events.Server | None = None
+        self.active = 0
+        self.total = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.refused = 0        # no usable server, or every connect attempt failed
+
+    def stats(self) -> dict:
+        return {"id": self.spec.id, "name": self.spec.name, "address": self.spec.address,
+                "port": self.spec.port, "active": self.active, "total": self.total,
+                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "refused": self.refused}
+
+
+class Session:
+    """One proxied connection: the client transport, the server transport, and the
+    inactivity timer that closes both."""
+
+    def __init__(self, proxy: "L4Proxy", frontend: FrontendState, pool: Pool):
+        self.proxy = proxy
+        self.frontend = frontend
+        self.pool = pool
+        self.client: asyncio.Transport | None = None
+        self.server: asyncio.Transport | None = None
+        self.server_state: ServerState | None = None
+        self.client_eof = False
+        self.server_eof = False
+        self.closed = False
+        self.last_activity = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- life cycle -------------------------------------------------------------
+    def client_connected(self, transport: asyncio.Transport) -> None:
+        self.client = transport
+        transport.pause_reading()           # client data waits in the kernel until a server is up
+        self.frontend.active += 1
+        self.frontend.total += 1
+        self.proxy.sessions.add(self)
+        asyncio.ensure_future(self._connect_server())
+
+    async def _connect_server(self) -> None:
+        peer = self.client.get_extra_info("peername")
+        client_ip = peer[0] if peer else "0.0.0.0"
+        backend = self.pool.spec
+        tried: set[str] = set()
+        loop = asyncio.get_running_loop()
+        for _ in range(backend.retries + 1):
+            state = self.pool.choose(client_ip, tried)
+            if state is None or self.closed:
+                break
+            state.active += 1       # counted from the attempt so leastconn sees it at once
+            self.server_state = state   # a server may speak first: data can arrive before the await returns
+            try:
+                async with asyncio.timeout(backend.timeout_connect_ms / 1000):
+                    await loop.create_connection(lambda: ServerProtocol(self), state.spec.address, state.spec.port)
+            except (OSError, TimeoutError) as e:
+                self.server_state = None
+                state.active -= 1
+                state.failed += 1
+                tried.add(state.key)
+                self.proxy.connect_failed(self.pool, state, e)
+                continue
+            state.total += 1
+            if self.closed:             # the client left while we connected
+                self.server.close()
+                return
+            self._arm_timer()
+            self.client.resume_reading()
+            return
+        self.frontend.refused += 1
+        self.close(abort=True)
+
+    def close(self, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer:
+            self.timer.cancel()
+        for t in (self.client, self.server):
+            if t is not None:
+                t.abort() if abort else t.close()
+        self.frontend.active -= 1
+        if self.server_state is not None:
+            self.server_state.active -= 1
+        self.proxy.sessions.discard(self)
+
+    # -- inactivity ------------------------------------------------------------
+    def _timeout_s(self) -> float:
+        return min(self.frontend.spec.timeout_client_ms, self.pool.spec.timeout_server_ms) / 1000
+
+    def _arm_timer(self) -> None:
+        delay = self.last_activity + self._timeout_s() - time.monotonic()
+        self.timer = asyncio.get_running_loop().call_later(max(delay, 0.0), self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self.closed:
+            return
+        if time.monotonic() - self.last_activity >= self._timeout_s():
+            log.debug("closing idle session on %s", self.frontend.spec.name)
+            self.close(abort=True)
+        else:
+            self._arm_timer()
+
+    # -- data both ways ----------------------------------------------------------
+    def from_client(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        n = len(data)
+        self.frontend.bytes_in += n
+        self.server_state.bytes_in += n
+        self.server.write(data)
+
+    def from_server(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        n = len(data)
+        self.frontend.bytes_out += n
+        self.server_state.bytes_out += n
+        self.client.write(data)
+
+    def client_eof_received(self) -> None:
+        """Half-close: pass the FIN on and keep the other direction open."""
+        self.client_eof = True
+        if self.server is not None and self.server.can_write_eof():
+            self.server.write_eof()
+        if self.server_eof or self.server is None:
+            self.close()
+
+    def server_eof_received(self) -> None:
+        self.server_eof = True
+        if self.client.can_write_eof():
+            self.client.write_eof()
+        if self.client_eof:
+            self.close()
+
+
+class ClientProtocol(asyncio.Protocol):
+    __slots__ = ("session",)
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def connection_made(self, transport):
+        self.session.client_connected(transport)
+
+    def data_received(self, data):
+        self.session.from_client(data)
+
+    def eof_received(self):
+        self.session.client_eof_received()
+        return True
+
+    def connection_lost(self, exc):
+        self.session.close()
+
+    def pause_writing(self):            # client is slow: stop reading the server
+        if self.session.server:
+            self.session.server.pause_reading()
+
+    def resume_writing(self):
+        if self.session.server:
+            self.session.server.resume_reading()
+
+
+class ServerProtocol(asyncio.Protocol):
+    __slots__ = ("session",)
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def connection_made(self, transport):
+        self.session.server = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data):
+        self.session.from_server(data)
+
+    def eof_received(self):
+        self.session.server_eof_received()
+        return True
+
+    def connection_lost(self, exc):
+        self.session.close()
+
+    def pause_writing(self):            # server is slow: stop reading the client
+        self.session.client.pause_reading()
+
+    def resume_writing(self):
+        if not self.session.client_eof:
+            self.session.client.resume_reading()
+
+
+class L4Proxy:
+    """All userspace L4 listeners of one daemon. `apply` diffs frontend specs: listeners
+    of unchanged VIP:port stay open, pools keep their server state."""
+
+    name = "userspace"
+
+    def __init__(self):
+        self.frontends: dict[tuple, FrontendState] = {}
+        self.pools: dict[int, Pool] = {}
+        self.sessions: set[Session] = set()
+        self.on_connect_failure = None     # hook(backend_id, server_key, reason): passive checks
+
+    @staticmethod
+    def handles(spec: FrontendSpec) -> bool:
+        return spec.protocol in L4_PROTOCOLS
+
+    async def apply(self, frontends: Sequence[FrontendSpec]) -> None:
+        """Bind new listeners first (if one fails, nothing changes and the error is raised),
+        then switch specs and close listeners that are gone; their sessions finish."""
+        wanted = {f.listen_key: f for f in frontends if self.handles(f)}
+        added = {k: FrontendState(f) for k, f in wanted.items() if k not in self.frontends}
+        try:
+            for key, state in added.items():
+                state.server = await self._listen(state)
+        except OSError:
+            for state in added.values():
+                if state.server:
+                    state.server.close()
+            raise
+        for key in set(self.frontends) - set(wanted):
+            self.frontends.pop(key).server.close()
+        pools: dict[int, Pool] = {}
+        for f in wanted.values():
+            pool = pools.get(f.backend.id) or self.pools.get(f.backend.id)
+            if pool is None:
+                pool = Pool(f.backend)
+            elif pool.spec != f.backend:
+                pool.update(f.backend)
+            pools[f.backend.id] = pool
+        self.pools = pools
+        for key, f in wanted.items():
+            state = added.get(key) or self.frontends[key]
+            state.spec = f
+            self.frontends[key] = state
+
+    async def _listen(self, state: FrontendState) -> asyncio.base_events.Server:
+        loop = asyncio.get_running_loop()
+        spec = state.spec
+
+        def factory():
+            return ClientProtocol(Session(self, state, self.pools[state.spec.backend.id]))
+        return await loop.create_server(factory, spec.address, spec.port, reuse_address=True,
+                                        backlog=4096)
+
+    def set_server_health(self, backend_id: int, server_key: str, up: bool) -> None:
+        pool = self.pools.get(backend_id)
+        if pool is not None:
+            pool.set_health(server_key, up)
+
+    def close_server_sessions(self, backend_id: int, server_key: str) -> int:
+        """on_marked_down_action shutdown_sessions: reset that server's sessions."""
+        doomed = [s for s in self.sessions
+                  if s.server_state is not None and s.pool.spec.id == backend_id and s.server_state.key == server_key]
+        for s in doomed:
+            s.close(abort=True)
+        return len(doomed)
+
+    def connect_failed(self, pool: Pool, state: ServerState, exc: Exception) -> None:
+        log.warning("connect to %s failed: %s", state.key, exc or "timeout")
+        if self.on_connect_failure is not None:
+            self.on_connect_failure(pool.spec.id, state.key, str(exc) or "connect timeout")
+
+    def stats(self) -> dict:
+        return {"frontends": [f.stats() for f in self.frontends.values()],
+                "backends": {str(bid): p.stats() for bid, p in self.pools.items()}}
+
+    async def close(self) -> None:
+        for state in self.frontends.values():
+            state.server.close()
+        for s in list(self.sessions):
+            s.close()
+        self.frontends.clear()
