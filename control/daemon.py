@@ -40,6 +40,18 @@ class Daemon:
         await self.l4.apply(specs)
         self.config = config
 
+    async def commit(self, new) -> None:
+        """Apply a changed config (API, CLI through the API) and write it to the file.
+        The caller holds self.lock. If the data planes refuse it, nothing is written; if
+        the write fails, the data planes go back to the old config."""
+        old = self.config
+        await self.apply(new)
+        try:
+            configfile.save(new, self.config_path)
+        except OSError:
+            await self.apply(old)
+            raise
+
     async def reload(self) -> tuple[bool, str]:
         async with self.lock:
             try:
