@@ -47,6 +47,16 @@ def error_message(err: dict) -> str:
     return msg[:1].lower() + msg[1:]
 
 
+def strip_comments(node):
+    """JSON has no comments: keys starting with '#' are comments, at any level. Files that
+    lbfast itself rewrites (API, CLI edits) do not keep them."""
+    if isinstance(node, dict):
+        return {k: strip_comments(v) for k, v in node.items() if not k.startswith("#")}
+    if isinstance(node, list):
+        return [strip_comments(v) for v in node]
+    return node
+
+
 def parse(data: bytes | str | dict) -> Config:
     """Validate raw JSON (or an already-decoded dict) into a complete Config: ids and
     VIPs assigned, cross-references checked. Raises ConfigError."""
@@ -58,7 +68,7 @@ def parse(data: bytes | str | dict) -> Config:
         if not isinstance(data, dict):
             raise ConfigError([("", "the top level must be a JSON object")])
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(strip_comments(data))
     except ValidationError as e:
         raise ConfigError([(field_path(err["loc"]), error_message(err)) for err in e.errors()]) from None
     finish(config)
