@@ -48,6 +48,8 @@ class Session:
         self.client_eof = False
         self.server_eof = False
         self.closed = False
+        self.connecting = True
+        self.early: list[bytes] = []       # client bytes that arrived before the server was up
         self.last_activity = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
 
@@ -86,6 +88,13 @@ class Session:
             if self.closed:             # the client left while we connected
                 self.server.close()
                 return
+            self.connecting = False
+            if self.early:
+                state.bytes_in += sum(map(len, self.early))
+                self.server.writelines(self.early)
+                self.early.clear()
+            if self.client_eof:
+                self.server.write_eof()
             self._arm_timer()
             self.client.resume_reading()
             return
@@ -128,6 +137,12 @@ class Session:
         self.last_activity = time.monotonic()
         n = len(data)
         self.frontend.bytes_in += n
+        if self.server is None or self.connecting:
+            # Reading is paused until the server is up, but a transport may deliver what
+            # it had already read: keep it for the server.
+            self.early.append(data)
+            self.client.pause_reading()
+            return
         self.server_state.bytes_in += n
         self.server.write(data)
 
@@ -141,9 +156,11 @@ class Session:
     def client_eof_received(self) -> None:
         """Half-close: pass the FIN on and keep the other direction open."""
         self.client_eof = True
-        if self.server is not None and self.server.can_write_eof():
+        if self.connecting:
+            return                      # passed on once the server is up
+        if self.server.can_write_eof():
             self.server.write_eof()
-        if self.server_eof or self.server is None:
+        if self.server_eof:
             self.close()
 
     def server_eof_received(self) -> None:

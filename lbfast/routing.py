@@ -65,17 +65,17 @@ class Pool:
             state.up = up
             self._maglev_key = None
 
-    def usable(self) -> list[ServerState]:
-        """Accept servers that are up; backup servers only when none is."""
-        primary = [s for s in self.servers.values() if s.up and s.spec.mode == ServerMode.ACCEPT]
-        if primary:
-            return primary
-        return [s for s in self.servers.values() if s.up and s.spec.mode == ServerMode.BACKUP]
+    def usable(self, exclude: frozenset[str] | set[str] = frozenset()) -> list[ServerState]:
+        """Accept servers that are up; backup servers only when none is. `exclude` holds
+        servers that just failed to connect: when every accept server has, backups serve."""
+        for mode in (ServerMode.ACCEPT, ServerMode.BACKUP):
+            found = [s for s in self.servers.values() if s.up and s.spec.mode == mode and s.key not in exclude]
+            if found:
+                return found
+        return []
 
     def choose(self, client_ip: str, exclude: frozenset[str] | set[str] = frozenset()) -> ServerState | None:
-        candidates = self.usable()
-        if exclude:
-            candidates = [s for s in candidates if s.key not in exclude]
+        candidates = self.usable(exclude)
         if not candidates:
             return None
         table = self.spec.stickiness == Stickiness.TABLE
