@@ -21,6 +21,7 @@ setup(
         "pyroute2>=0.7",
         "httptools>=0.6",
         "cryptography>=41",
+        "aiohttp>=3.9",
     ],
     extras_require={
         "test": [
@@ -30,6 +31,7 @@ setup(
             "scapy>=2.5",
             "trustme>=1.1",
             "pytest-benchmark>=4",
+            "schemathesis>=3.19",
         ],
     },
     entry_points={"console_scripts": ["lbfast = control.cli:main"]},
