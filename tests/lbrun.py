@@ -124,7 +124,8 @@ class Daemon:
         raise RuntimeError("no VmRSS")
 
     def logtext(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.tmp / "lbfast.log").read_text(errors="replace")
 
     def close(self) -> None:
