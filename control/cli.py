@@ -154,14 +154,16 @@ def cli():
 @socket_option
 @click.option("--pidfile", default=None, help="Pidfile (default: /run/lbfast/lbfast.pid).")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
-def run(config_path, socket_path, pidfile, log_level):
+@click.option("--grace", default=10.0, show_default=True,
+              help="Seconds open sessions get to finish on SIGTERM.")
+def run(config_path, socket_path, pidfile, log_level, grace):
     """Run the daemon in the foreground (SIGHUP reloads, SIGTERM stops)."""
     import logging
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from control import daemon
     try:
-        daemon.run(config_path, socket_path, pidfile)
+        daemon.run(config_path, socket_path, pidfile, grace)
     except configfile.ConfigError as e:
         fail(f"{config_path}:\n{e}", 2)
     except OSError as e:

@@ -18,8 +18,10 @@ log = logging.getLogger("lbfast.daemon")
 
 
 class Daemon:
-    def __init__(self, config_path: str, socket_path: str | None = None, pidfile: str | None = None):
+    def __init__(self, config_path: str, socket_path: str | None = None, pidfile: str | None = None,
+                 grace_s: float = 10.0):
         self.config_path = config_path
+        self.grace_s = grace_s
         self.socket_path = socket_path or runtime.default_socket()
         self.pidfile = pidfile or runtime.default_pidfile()
         self.config = None
@@ -83,8 +85,9 @@ class Daemon:
         try:
             await self.stopping.wait()
         finally:
-            log.info("stopping")
+            log.info("stopping: %d open sessions get up to %.0fs", len(self.l4.sessions), self.grace_s)
             ctl.close()
+            await self.l4.drain(self.grace_s)
             await self.l4.close()
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)
@@ -134,7 +137,8 @@ class Daemon:
                 "last_error": self.last_error, "frontends": frontends}
 
 
-def run(config_path: str, socket_path: str | None = None, pidfile: str | None = None) -> None:
+def run(config_path: str, socket_path: str | None = None, pidfile: str | None = None,
+        grace_s: float = 10.0) -> None:
     import uvloop
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(Daemon(config_path, socket_path, pidfile).run())
+        runner.run(Daemon(config_path, socket_path, pidfile, grace_s).run())

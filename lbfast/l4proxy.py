@@ -303,6 +303,14 @@ class L4Proxy:
         return {"frontends": [f.stats() for f in self.frontends.values()],
                 "backends": {str(bid): p.stats() for bid, p in self.pools.items()}}
 
+    async def drain(self, grace_s: float) -> None:
+        """Graceful stop: no new connections; open sessions get `grace_s` to finish."""
+        for state in self.frontends.values():
+            state.server.close()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while self.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
     async def close(self) -> None:
         for state in self.frontends.values():
             state.server.close()
