@@ -2,6 +2,7 @@
 interface), one listener per frontend VIP:port. Bytes go from one transport to the other
 with asyncio's flow control and are never buffered beyond a socket's high-water mark."""
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -14,13 +15,39 @@ from lbfast.spec import FrontendSpec
 log = logging.getLogger("lbfast.l4")
 
 L4_PROTOCOLS = (Protocol.TCP,)
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+
+
+def listening_socket(address: str, port: int, backlog: int = 4096) -> socket.socket:
+    """A listener on VIP:port. A VIP that is not (yet) on this host, as on a VRRP backup,
+    is bound with IP_FREEBIND so the frontend is ready when the address arrives."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL:
+                raise
+            log.warning("%s is not an address of this host: listening on %s:%d with IP_FREEBIND",
+                        address, address, port)
+            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+            sock.bind((address, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class FrontendState:
-    __slots__ = ("spec", "server", "active", "total", "bytes_in", "bytes_out", "refused")
+    __slots__ = ("spec", "pool", "server", "active", "total", "bytes_in", "bytes_out", "refused")
 
     def __init__(self, spec: FrontendSpec):
         self.spec = spec
+        self.pool: Pool | None = None
         self.server: asyncio.base_events.Server | None = None
         self.active = 0
         self.total = 0
@@ -247,9 +274,15 @@ class L4Proxy:
         """Bind new listeners first (if one fails, nothing changes and the error is raised),
         then switch specs and close listeners that are gone; their sessions finish."""
         wanted = {f.listen_key: f for f in frontends if self.handles(f)}
+        pools: dict[int, Pool] = {}
+        for f in wanted.values():
+            bid = f.backend.id
+            pools.setdefault(bid, self.pools.get(bid) or Pool(f.backend))
         added = {k: FrontendState(f) for k, f in wanted.items() if k not in self.frontends}
+        for state in added.values():
+            state.pool = pools[state.spec.backend.id]
         try:
-            for key, state in added.items():
+            for state in added.values():
                 state.server = await self._listen(state)
         except OSError:
             for state in added.values():
@@ -258,28 +291,20 @@ class L4Proxy:
             raise
         for key in set(self.frontends) - set(wanted):
             self.frontends.pop(key).server.close()
-        pools: dict[int, Pool] = {}
-        for f in wanted.values():
-            pool = pools.get(f.backend.id) or self.pools.get(f.backend.id)
-            if pool is None:
-                pool = Pool(f.backend)
-            elif pool.spec != f.backend:
-                pool.update(f.backend)
-            pools[f.backend.id] = pool
-        self.pools = pools
         for key, f in wanted.items():
             state = added.get(key) or self.frontends[key]
             state.spec = f
+            state.pool = pools[f.backend.id]
+            if state.pool.spec != f.backend:
+                state.pool.update(f.backend)
             self.frontends[key] = state
+        self.pools = pools
 
     async def _listen(self, state: FrontendState) -> asyncio.base_events.Server:
-        loop = asyncio.get_running_loop()
         spec = state.spec
-
-        def factory():
-            return ClientProtocol(Session(self, state, self.pools[state.spec.backend.id]))
-        return await loop.create_server(factory, spec.address, spec.port, reuse_address=True,
-                                        backlog=4096)
+        sock = listening_socket(spec.address, spec.port)
+        return await asyncio.get_running_loop().create_server(
+            lambda: ClientProtocol(Session(self, state, state.pool)), sock=sock)
 
     def set_server_health(self, backend_id: int, server_key: str, up: bool) -> None:
         pool = self.pools.get(backend_id)
