@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
+from control.certificates import CertificateError, check as check_certificate
 from control.model import ID_NAMESPACE, Config, LoadBalancer
 from lbfast.enums import Protocol, Stickiness
 
@@ -203,6 +204,11 @@ def cross_check(config: Config) -> Iterator[tuple[str, str]]:
             yield f"{at}.frontends[{j}].name", f"duplicate frontend name {name!r}"
         for j, name in _duplicates(lb.certificates, lambda c: c.name):
             yield f"{at}.certificates[{j}].name", f"duplicate certificate name {name!r}"
+        for j, c in enumerate(lb.certificates):
+            try:
+                check_certificate(c.chain_pem, c.key_pem)
+            except CertificateError as e:
+                yield f"{at}.certificates[{j}].{e.field}", str(e)
         backends = {b.name: b for b in lb.backends}
         certificates = {c.name for c in lb.certificates}
         for j, b in enumerate(lb.backends):
