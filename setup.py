@@ -4,13 +4,16 @@ from setuptools import Extension, setup
 
 extensions = [
     Extension("lbfast._maglev", ["lbfast/_maglev.pyx"]),
+    Extension("lbfast._proxy_header", ["lbfast/_proxy_header.pyx"]),
+    Extension("lbfast.l7._http", ["lbfast/l7/_http.pyx"]),
+    Extension("lbfast.l7._cookie", ["lbfast/l7/_cookie.pyx"]),
 ]
 
 setup(
     name="lbfast",
     version="0.1.0",
-    packages=["lbfast", "control"],
-    package_data={"lbfast": ["*.pyx", "*.pxd", "*.pyi"]},
+    packages=["lbfast", "lbfast.l7", "control"],
+    package_data={"lbfast": ["*.pyx", "*.pxd", "*.pyi"], "lbfast.l7": ["*.pyx", "*.pxd", "*.pyi"]},
     ext_modules=cythonize(extensions, language_level=3),
     python_requires=">=3.11",
     install_requires=[
