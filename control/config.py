@@ -11,7 +11,7 @@ import orjson
 from pydantic import ValidationError
 
 from control.certificates import CertificateError, check as check_certificate
-from control.model import ID_NAMESPACE, Config, LoadBalancer
+from control.model import ID_NAMESPACE, Config, Ip, LoadBalancer, now
 from lbfast.enums import Protocol, Stickiness
 
 
@@ -80,6 +80,8 @@ def finish(config: Config) -> None:
     """Assign what a config may leave out, then check what spans objects."""
     assign_ids(config)
     assign_vips(config)
+    link_ips(config)
+    assign_ids(config)      # IP objects made by link_ips
     problems = list(cross_check(config))
     if problems:
         raise ConfigError(problems)
@@ -132,6 +134,8 @@ def objects(config: Config) -> Iterator[tuple[str, object]]:
             yield "frontend", f
         for c in lb.certificates:
             yield "certificate", c
+    for ip in config.ips:
+        yield "ip", ip
 
 
 def assign_ids(config: Config) -> None:
@@ -150,7 +154,7 @@ def assign_ids(config: Config) -> None:
 
 
 def free_vip(config: Config, exclude: set[str] = frozenset()) -> str | None:
-    used = {lb.vip for lb in config.lbs if lb.vip} | set(exclude)
+    used = {lb.vip for lb in config.lbs if lb.vip} | {ip.address for ip in config.ips} | set(exclude)
     for cidr in config.ip_pool:
         net = ipaddress.ip_network(cidr)
         candidates = [net.network_address] if net.num_addresses == 1 else net.hosts()
@@ -167,6 +171,32 @@ def assign_vips(config: Config) -> None:
             if vip is None:
                 raise ConfigError([(f"lbs[{i}].vip", "not set and ip_pool has no free address")])
             lb.vip = vip
+
+
+def link_ips(config: Config) -> None:
+    """Every load balancer's VIP has an IP object linked to it (`ip.lb` = the load balancer's
+    UUID). An IP whose load balancer is gone, or now uses another VIP, stays detached: its
+    address is not handed out again until the IP is released (Scaleway's delete_lb keeps
+    the IP unless release_ip)."""
+    lbs = {lb.uuid: lb for lb in config.lbs}
+    for ip in config.ips:
+        lb = lbs.get(ip.lb)
+        if ip.lb is not None and (lb is None or lb.vip != ip.address):
+            ip.lb = None
+    linked = {ip.lb for ip in config.ips if ip.lb is not None}
+    by_address = {ip.address: ip for ip in config.ips}
+    for lb in config.lbs:
+        if lb.uuid in linked:
+            continue
+        ip = by_address.get(lb.vip)
+        if ip is None:
+            ip = Ip(address=lb.vip, organization_id=lb.organization_id, project_id=lb.project_id,
+                    created_at=now())
+            config.ips.append(ip)
+            by_address[ip.address] = ip
+        if ip.lb is None:           # else two load balancers share one VIP: the first holds the IP
+            ip.lb = lb.uuid
+            linked.add(lb.uuid)
 
 
 def _duplicates(items, key) -> Iterator[tuple[int, object]]:
@@ -195,6 +225,8 @@ def cross_check(config: Config) -> Iterator[tuple[str, str]]:
         seen_ids[(kind, obj.id)] = kind
     for i, name in _duplicates(config.lbs, lambda lb: lb.name):
         yield f"lbs[{i}].name", f"duplicate load balancer name {name!r}"
+    for i, address in _duplicates(config.ips, lambda ip: ip.address):
+        yield f"ips[{i}].address", f"duplicate IP {address}"
     listeners: dict[tuple, str] = {}
     for i, lb in enumerate(config.lbs):
         at = f"lbs[{i}]"

@@ -163,6 +163,18 @@ class LoadBalancer(Identified):
     updated_at: datetime | None = None
 
 
+class Ip(Identified):
+    """An address for a load balancer's VIP (Scaleway's flexible IP). `lb` is the UUID of the
+    load balancer using it; a detached IP keeps its address reserved until it is released."""
+    address: IpAddress
+    lb: str | None = None
+    reverse: str_len(0, 255) = ""
+    tags: list[str] = Field(default_factory=list)
+    organization_id: str = ""
+    project_id: str = ""
+    created_at: datetime | None = None
+
+
 class ApiSection(Strict):
     listen: Listen | None = None              # e.g. "127.0.0.1:8950"; None: no API
     token: str | None = None                  # else $LBFAST_API_TOKEN
@@ -181,6 +193,7 @@ class Config(Strict):
     ip_pool: list[Network] = Field(default_factory=list)
     dataplane: DataplaneSection = Field(default_factory=DataplaneSection)
     lbs: list[LoadBalancer] = Field(default_factory=list)
+    ips: list[Ip] = Field(default_factory=list)
 
 
 ID_NAMESPACE = uuidlib.UUID("6f1c7a52-8d0e-4b8f-9a57-3c1b0d6a2e11")
