@@ -36,6 +36,7 @@ setup(
             "pytest-benchmark>=4",
             "schemathesis>=3.19",
         ],
+        "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["lbfast = control.cli:main"]},
 )
