@@ -2,13 +2,15 @@
 health checks. Both API dialects, the CLI and the config file are views of these classes;
 every enum, range and default from the seed documents is declared here once."""
 import ipaddress
+import re
 import uuid as uuidlib
 from datetime import datetime, timezone
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt,
+                      ValidationInfo, field_validator)
 
-from lbfast.enums import (Algorithm, CheckType, CipherSuite, DataplaneMode, OnMarkedDown,
+from lbfast.enums import (Algorithm, CheckType, CipherSuite, DataplaneMode, HaMode, OnMarkedDown,
                           Protocol, ProxyProtocol, ServerMode, Stickiness, XdpMode)
 
 
@@ -33,6 +35,12 @@ def _ip(v: str) -> str:
         return str(ipaddress.ip_address(v))
     except ValueError:
         raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
+
+
+def _ipv4(v: str) -> str:
+    if ":" in v:
+        raise ValueError(f"{v!r} is not an IPv4 address")
+    return v
 
 
 def _network(v: str) -> str:
@@ -188,12 +196,88 @@ class DataplaneSection(Strict):
     workers: int_range(0, 256) = 0            # L7 worker processes, 0: one per CPU
 
 
+def _token(pattern: str, what: str):
+    def check(v: str) -> str:
+        if not re.fullmatch(pattern, v):
+            raise ValueError(f"{v!r} is not {what}")
+        return v
+    return Annotated[str, AfterValidator(check)]
+
+
+Asn = int_range(1, 2**32 - 1)
+
+
+class BgpNeighbor(Strict):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, serialize_by_alias=True,
+                              validate_by_name=True)
+    address: IpAddress
+    as_: Asn = Field(alias="as")
+    multihop: int_range(0, 255) = 0           # 0: directly connected
+
+
+class BgpSection(Strict):
+    local_as: Asn | None = None
+    router_id: Annotated[IpAddress, AfterValidator(_ipv4)] | None = None  # None: source towards neighbors[0]
+    neighbors: list[BgpNeighbor] = Field(default_factory=list)
+    hold_time_s: int_range(3, 65535) = 9      # keepalives every third of it
+    connect_retry_s: int_range(1, 65535) = 5
+
+
+class HaSection(Strict):
+    """High availability: `vrrp` (keepalived moves every VIP between a master and its backups)
+    or `bgp` (BIRD announces each VIP /32 to ECMP routers while this host can serve it)."""
+    mode: HaMode = HaMode.NONE
+    interface: _token(r"[A-Za-z0-9_.:@-]{0,15}", "an interface name") = Field("", validate_default=True)
+    virtual_router_id: int_range(1, 255) = 51
+    priority: int_range(1, 254) = 100
+    vrrp_version: int_range(2, 3) = 3
+    advert_int_ms: int_range(10, 40_950) = 1_000
+    auth_pass: _token(r"[A-Za-z0-9_.:+=@%/-]{0,8}", "up to 8 letters, digits or _.:+=@%/-") = ""
+    peers: list[IpAddress] = Field(default_factory=list)   # unicast peers; empty: multicast adverts
+    source_address: IpAddress | None = None   # unicast source; None: the interface's address
+    preempt: StrictBool = True
+    preempt_delay_ms: int_range(0, 1_000_000) = 0
+    bgp: BgpSection = Field(default_factory=BgpSection, validate_default=True)
+
+    @field_validator("interface")
+    @classmethod
+    def _interface_for_vrrp(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("mode") == HaMode.VRRP and not v:
+            raise ValueError("required for mode vrrp")
+        return v
+
+    @field_validator("advert_int_ms")
+    @classmethod
+    def _whole_seconds_for_v2(cls, v: int, info: ValidationInfo) -> int:
+        if info.data.get("vrrp_version") == 2 and v % 1000:
+            raise ValueError("VRRPv2 adverts are whole seconds (vrrp_version 3 allows 10 ms steps)")
+        return v
+
+    @field_validator("auth_pass")
+    @classmethod
+    def _auth_needs_v2(cls, v: str, info: ValidationInfo) -> str:
+        if v and info.data.get("vrrp_version") == 3:
+            raise ValueError("VRRPv3 has no authentication: set vrrp_version 2")
+        return v
+
+    @field_validator("bgp")
+    @classmethod
+    def _bgp_complete(cls, v: BgpSection, info: ValidationInfo) -> BgpSection:
+        if info.data.get("mode") == HaMode.BGP:
+            if v.local_as is None:
+                raise ValueError("mode bgp needs local_as")
+            if not v.neighbors:
+                raise ValueError("mode bgp needs at least one neighbor")
+        return v
+
+
 class Config(Strict):
     api: ApiSection = Field(default_factory=ApiSection)
     ip_pool: list[Network] = Field(default_factory=list)
     dataplane: DataplaneSection = Field(default_factory=DataplaneSection)
     lbs: list[LoadBalancer] = Field(default_factory=list)
     ips: list[Ip] = Field(default_factory=list)
+    ha: HaSection = Field(default_factory=HaSection)
 
 
 ID_NAMESPACE = uuidlib.UUID("6f1c7a52-8d0e-4b8f-9a57-3c1b0d6a2e11")

@@ -89,3 +89,21 @@ class ServerModeCode(IntEnum):
     REJECT = 1
     DRAIN = 2
     BACKUP = 3
+
+
+class HaMode(StrEnum):
+    NONE = "none"
+    VRRP = "vrrp"       # master/backup: keepalived moves the VIPs
+    BGP = "bgp"         # active-active: BIRD announces each VIP /32 to ECMP routers
+
+
+class HaRole(StrEnum):
+    """What this host is doing for its VIPs."""
+    STANDALONE = "standalone"   # no HA configured: the host serves its VIPs alone
+    STARTING = "starting"       # the engine runs but has not reported yet
+    MASTER = "master"           # VRRP: holds the VIPs
+    BACKUP = "backup"           # VRRP: ready, the VIPs are elsewhere
+    FAULT = "fault"             # VRRP: this host failed its health check or lost its link
+    ACTIVE = "active"           # BGP: announcing at least one VIP
+    WITHDRAWN = "withdrawn"     # BGP: announcing nothing
+    STOPPED = "stopped"         # the engine is not running
