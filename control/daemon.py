@@ -13,6 +13,7 @@ from control import config as configfile
 from control import runtime
 from control.sync import frontend_specs
 from lbfast.l4proxy import L4Proxy
+from lbfast.l7 import L7Dataplane
 
 log = logging.getLogger("lbfast.daemon")
 
@@ -26,6 +27,7 @@ class Daemon:
         self.pidfile = pidfile or runtime.default_pidfile()
         self.config = None
         self.l4 = L4Proxy()
+        self.l7 = L7Dataplane()              # workers start with the first http/https frontend
         self.lock = asyncio.Lock()           # one writer: SIGHUP, API and CLI changes queue here
         self.stopping = asyncio.Event()
         self.started_at = time.time()
@@ -33,6 +35,7 @@ class Daemon:
         self.reload_failures = 0
         self.last_error = ""
         self.dataplane_reason = "userspace L4 proxy (XDP not configured)"
+        self.api = None                      # control.api.ApiServer when config.api.listen is set
 
     # -- apply and reload ---------------------------------------------------------
     async def apply(self, config) -> None:
@@ -40,6 +43,13 @@ class Daemon:
         (the data planes apply nothing in that case)."""
         specs = frontend_specs(config)
         await self.l4.apply(specs)
+        self.l7.workers_wanted = config.dataplane.workers
+        try:
+            await self.l7.apply(specs)
+        except BaseException:
+            if self.config is not None:     # L7 refused: L4 goes back to the running config
+                await self.l4.apply(frontend_specs(self.config))
+            raise
         self.config = config
 
     async def commit(self, new) -> None:
@@ -75,6 +85,16 @@ class Daemon:
         await self.apply(config)
         ctl = await asyncio.start_unix_server(self._serve_control, path=runtime.prepare_socket(self.socket_path))
         os.chmod(self.socket_path, 0o600)
+        if config.api.listen:
+            from control.api import ApiServer, token_for
+            self.api = ApiServer(self)
+            try:
+                await self.api.start(config.api.listen, token_for(config))
+            except BaseException:
+                ctl.close()
+                await self.l4.close()
+                Path(self.socket_path).unlink(missing_ok=True)
+                raise
         runtime.write_pidfile(self.pidfile)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
@@ -89,6 +109,7 @@ class Daemon:
             ctl.close()
             await self.l4.drain(self.grace_s)
             await self.l4.close()
+            await self.l7.close()
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)
 
@@ -113,7 +134,9 @@ class Daemon:
         if cmd == "status":
             return {"ok": True, "result": self.status()}
         if cmd == "stats":
-            return {"ok": True, "result": self.l4.stats()}
+            l4, l7 = self.l4.stats(), self.l7.stats()
+            return {"ok": True, "result": {"frontends": l4["frontends"] + l7["frontends"],
+                                           "backends": l4["backends"], "l7": l7}}
         if cmd == "reload":
             ok, message = await self.reload()
             return {"ok": ok, "result": message} if ok else {"ok": False, "error": message}
@@ -130,9 +153,11 @@ class Daemon:
                 "algorithm": str(f.backend.algorithm), "stickiness": str(f.backend.stickiness),
                 "dataplane": self.l4.name, "active": state.active,
                 "servers": pool.stats() if pool else []})
+        frontends += self.l7.frontend_status()
         return {"pid": os.getpid(), "config": os.path.abspath(self.config_path),
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "dataplane": {"name": self.l4.name, "reason": self.dataplane_reason},
+                "api": self.api.url if self.api is not None else None,
                 "reloads": self.reloads, "reload_failures": self.reload_failures,
                 "last_error": self.last_error, "frontends": frontends}
 
