@@ -36,7 +36,7 @@ def lb_frontend_specs(lb: LoadBalancer) -> list[FrontendSpec]:
             id=f.id, uuid=f.uuid, name=f.name, lb_id=lb.id, address=lb.vip, port=f.port,
             protocol=frontend_protocol(lb, f), backend=backends[f.backend],
             timeout_client_ms=f.timeout_client_ms, client_conn_throttle=lb.client_conn_throttle,
-            certificates=tuple(certs[n] for n in f.certificates))
+            certificates=tuple(certs[n] for n in f.certificates), cipher_suite=f.cipher_suite)
         for f in lb.frontends]
 
 

@@ -8,7 +8,7 @@ import socket
 import time
 from collections.abc import Sequence
 
-from lbfast.enums import Protocol
+from lbfast.enums import Protocol, ProxyProtocol
 from lbfast.routing import Pool, ServerState
 from lbfast.spec import FrontendSpec
 
@@ -268,7 +268,8 @@ class L4Proxy:
 
     @staticmethod
     def handles(spec: FrontendSpec) -> bool:
-        return spec.protocol in L4_PROTOCOLS
+        # PROXY protocol must be written into the stream: the L7 data plane serves those
+        return spec.protocol in L4_PROTOCOLS and spec.backend.proxy_protocol == ProxyProtocol.NONE
 
     async def apply(self, frontends: Sequence[FrontendSpec]) -> None:
         """Bind new listeners first (if one fails, nothing changes and the error is raised),

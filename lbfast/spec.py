@@ -84,6 +84,7 @@ class FrontendSpec:
     timeout_client_ms: int = 300_000
     client_conn_throttle: int = 0     # new connections per second per source, 0 = off
     certificates: tuple[CertificateSpec, ...] = field(default=())
+    cipher_suite: CipherSuite = CipherSuite.RECOMMENDED   # TLS policy of an https frontend
 
     @property
     def listen_key(self) -> tuple[str, int, str]:
