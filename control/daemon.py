@@ -35,6 +35,7 @@ class Daemon:
         self.reload_failures = 0
         self.last_error = ""
         self.dataplane_reason = "userspace L4 proxy (XDP not configured)"
+        self.api = None                      # control.api.ApiServer when config.api.listen is set
 
     # -- apply and reload ---------------------------------------------------------
     async def apply(self, config) -> None:
@@ -84,6 +85,15 @@ class Daemon:
         await self.apply(config)
         ctl = await asyncio.start_unix_server(self._serve_control, path=runtime.prepare_socket(self.socket_path))
         os.chmod(self.socket_path, 0o600)
+        if config.api.listen:
+            from control.api import ApiServer, token_for
+            self.api = ApiServer(self)
+            try:
+                await self.api.start(config.api.listen, token_for(config))
+            except BaseException:           # e.g. no token for a non-loopback address
+                ctl.close()
+                Path(self.socket_path).unlink(missing_ok=True)
+                raise
         runtime.write_pidfile(self.pidfile)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
@@ -95,6 +105,8 @@ class Daemon:
             await self.stopping.wait()
         finally:
             log.info("stopping: %d open sessions get up to %.0fs", len(self.l4.sessions), self.grace_s)
+            if self.api is not None:        # no changes while the data planes drain
+                await self.api.stop()
             ctl.close()
             await self.l4.drain(self.grace_s)
             await self.l4.close()
@@ -146,6 +158,7 @@ class Daemon:
         return {"pid": os.getpid(), "config": os.path.abspath(self.config_path),
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "dataplane": {"name": self.l4.name, "reason": self.dataplane_reason},
+                "api": self.api.url if self.api is not None else None,
                 "reloads": self.reloads, "reload_failures": self.reload_failures,
                 "last_error": self.last_error, "frontends": frontends}
 
