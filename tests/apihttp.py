@@ -1,5 +1,7 @@
 """The API tests' harness: a real `lbfast run` with its API on a free loopback port
 (tests.lbrun.Daemon) and a small HTTP client that speaks both dialects' auth."""
+import itertools
+import os
 from pathlib import Path
 
 import orjson
@@ -8,7 +10,15 @@ import requests
 from tests.lbrun import Daemon, free_port, wait_for
 
 TOKEN = "test-token-0123456789"
-POOL = "127.0.0.64/26"
+POOL = "127.0.0.64/26"          # the README's pool
+_pools = itertools.count()
+
+
+def private_pool() -> str:
+    """A /26 on loopback of this test process alone: tests running at the same time on this
+    host (other modules, other checkouts) never share a VIP:port."""
+    n = next(_pools)
+    return f"127.{100 + os.getpid() % 100}.{(os.getpid() // 100 + n) % 250}.64/26"
 SCW = "/lb/v1/zones/fr-par-1"
 SCW_REGION = "/lb/v1/regions/fr-par"
 
@@ -41,11 +51,11 @@ class Api:
 class ApiDaemon:
     """A daemon serving the API; `restart()` stops it and starts a new one on the same files."""
 
-    def __init__(self, tmp: Path, config: dict | None = None, token: str = TOKEN):
+    def __init__(self, tmp: Path, config: dict | None = None, token: str = TOKEN, pool: str | None = None):
         self.tmp = Path(tmp)
         self.port = free_port()
         self.token = token
-        doc = {"api": {"listen": f"127.0.0.1:{self.port}"}, "ip_pool": [POOL], **(config or {})}
+        doc = {"api": {"listen": f"127.0.0.1:{self.port}"}, "ip_pool": [pool or private_pool()], **(config or {})}
         self.daemon = self._start(doc)
         self.api = Api(f"http://127.0.0.1:{self.port}", token)
 

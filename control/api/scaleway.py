@@ -437,7 +437,7 @@ def health_fields(body, current: HealthCheck | None, prefix: str = "health_check
     vals = HEALTH_CHECK.parse(body, create=False, prefix=prefix)
     given = [k for k in CHECK_CONFIGS if body.get(k) is not None]
     if len(given) > 1:
-        raise ApiError.bad_request(prefix.rstrip("."), "only one of " + ", ".join(CHECK_CONFIGS) + " may be set")
+        raise ApiError.bad_request(prefix + given[1], "only one of " + ", ".join(CHECK_CONFIGS) + " may be set")
     out = current.model_dump() if current is not None else {}
     out |= split_attrs({k: v for k, v in vals.items() if k.startswith("health_check.")}, "health_check")
     if given:
@@ -840,7 +840,12 @@ async def update_health_check(request):
         hc = health_fields(body, b.health_check, prefix="")
         return c.update_backend(lb.uuid, ref, {"health_check": hc}).uuid
 
-    return ok(await run(request, edit, lambda v, new, r: v.health_check(find_backend(new, r)[1])))
+    try:
+        return ok(await run(request, edit, lambda v, new, r: v.health_check(find_backend(new, r)[1])))
+    except ConfigError as e:        # the body is the health check: its fields go without the prefix
+        err = translate(e)
+        err.problems = [((f or "").removeprefix("health_check.") or None, m) for f, m in err.problems]
+        raise err from None
 
 
 # -- handlers: frontends ------------------------------------------------------------------------

@@ -172,8 +172,10 @@ def scaleway_page(request: web.Request, rows: list[dict], key: str, *, ordered: 
         if order not in ORDERS:
             raise ApiError.bad_request("order_by", "must be one of " + ", ".join(ORDERS))
         field, _, direction = order.rpartition("_")
-        rows = sorted(rows, key=lambda r: (str(r.get(field) or ""), str(r.get("id"))),
-                      reverse=direction == "desc")
+        # rows come in creation order: it breaks ties (created_at counts whole seconds)
+        indexed = sorted(enumerate(rows), key=lambda ir: (str(ir[1].get(field) or ""), ir[0]),
+                         reverse=direction == "desc")
+        rows = [r for _, r in indexed]
     return {key: rows[(page - 1) * size: page * size], "total_count": len(rows)}
 
 
