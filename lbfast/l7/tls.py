@@ -6,6 +6,7 @@ import logging
 import os
 import ssl
 import tempfile
+import warnings
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -48,7 +49,9 @@ def apply_policy(ctx: ssl.SSLContext, cipher_suite: CipherSuite) -> None:
     if cipher_suite == CipherSuite.LEGACY:
         ctx.set_ciphers(LEGACY_CIPHERS)
         try:
-            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            with warnings.catch_warnings():     # deprecated, and exactly what legacy asks for
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
         except ValueError:
             log.warning("this OpenSSL build refuses TLS 1.0: legacy keeps its oldest version")
     else:
