@@ -1,0 +1,1 @@
+"""pytest-benchmark micro benchmarks (run by `python -m bench` with --benchmark-only)."""
