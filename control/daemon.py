@@ -42,7 +42,15 @@ class Daemon:
         """Hand the config to every data plane; raises if a data plane refuses it
         (the data planes apply nothing in that case)."""
         specs = frontend_specs(config)
-        await self.l4.apply(specs)
+        to_l4 = {f.listen_key for f in specs if self.l4.handles(f)}
+        held = list(self.l7.frontends.values())
+        if any(f.listen_key in to_l4 for f in held):   # a listener moves from L7 to L4: free it first
+            await self.l7.apply([f for f in held if f.listen_key not in to_l4])
+        try:
+            await self.l4.apply(specs)
+        except BaseException:
+            await self.l7.apply(held)
+            raise
         self.l7.workers_wanted = config.dataplane.workers
         try:
             await self.l7.apply(specs)

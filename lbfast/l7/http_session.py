@@ -39,7 +39,7 @@ class Exchange:
     """One request and its response."""
     __slots__ = ("session", "head", "server", "conn", "set_cookie", "pending", "request_done",
                  "sent", "response", "framing", "closes", "tried", "is_head", "tunnel_rest",
-                 "reused", "retried", "failed")
+                 "reused", "retried", "failed", "head_out")
 
     def __init__(self, session: "HttpSession", head):
         self.session = session
@@ -59,6 +59,7 @@ class Exchange:
         self.reused = False
         self.retried = False
         self.failed = False
+        self.head_out: bytes | None = None     # response head, sent with the first body bytes
 
     def assign(self, server) -> None:
         self.release()
@@ -329,22 +330,35 @@ class HttpSession(asyncio.Protocol):
         out = head.serialize(keep, ex.head.http_minor == 1, ex.is_head, ex.set_cookie or b"")
         ex.framing = head.framing
         ex.closes = head.closes
-        self.transport.write(out)
+        if status == 101:
+            self.transport.write(out)
+        else:
+            ex.head_out = out       # one send for head and first body bytes
 
     def response_body(self, ex: Exchange, data) -> None:
         n = len(data)
         self.frontend.bytes_out += n
+        head, ex.head_out = ex.head_out, None
         if ex.framing == FRAME_CHUNKED:
-            self.transport.writelines((chunk_size_line(n), data, b"\r\n"))
+            if head is None:
+                self.transport.writelines((chunk_size_line(n), data, b"\r\n"))
+            else:
+                self.transport.writelines((head, chunk_size_line(n), data, b"\r\n"))
         elif ex.framing != FRAME_NONE:
-            self.transport.write(data)
+            if head is None:
+                self.transport.write(data)
+            else:
+                self.transport.writelines((head, data))
 
     def response_end(self, ex: Exchange) -> None:
         head = ex.response
         if head is None or head.status == 101:
             return          # the end of an interim 1xx; a 101 goes on as a tunnel
+        out, ex.head_out = ex.head_out, None
         if ex.framing == FRAME_CHUNKED:
-            self.transport.write(b"0\r\n\r\n")
+            self.transport.write(b"0\r\n\r\n" if out is None else out + b"0\r\n\r\n")
+        elif out is not None:
+            self.transport.write(out)
         self.finish(ex, head.keep_alive and ex.request_done and not ex.is_head)
 
     def response_upgrade(self, ex: Exchange, rest) -> None:
@@ -401,6 +415,9 @@ class HttpSession(asyncio.Protocol):
             self.response_end_close_delimited(ex)
 
     def response_end_close_delimited(self, ex: Exchange) -> None:
+        out, ex.head_out = ex.head_out, None
+        if out is not None:
+            self.transport.write(out)
         if ex.framing == FRAME_CHUNKED:
             self.transport.write(b"0\r\n\r\n")
         self.finish(ex, False)

@@ -53,6 +53,11 @@ class ServerConn(asyncio.Protocol):
             if self.exchange is not None:
                 self.exchange.session.server_failed(self.exchange, 502, e.reason)
             self.close()
+            return
+        ex = self.exchange
+        if ex is not None and ex.head_out is not None:     # no body bytes in this read: head now
+            head, ex.head_out = ex.head_out, None
+            ex.session.transport.write(head)
 
     def eof_received(self):
         if self.tunnel is not None:
