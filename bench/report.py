@@ -259,7 +259,9 @@ def settings_lines(suite: dict) -> list[str]:
         f"- Disturbance: a run is disturbed when work outside it took more than "
         f"{st['disturb_threshold']:.0%} of the machine (from /proc/stat minus the testbed's "
         f"processes); disturbed runs are re-run (at most {st['max_reruns']} re-runs, two per "
-        f"run), keeping the least disturbed. Re-runs used: {suite['reruns']}.",
+        f"run), keeping the least disturbed. Re-runs used: {suite['reruns']}."
+        + (f" Runs left out because the time budget was spent: {suite['skipped_runs']}."
+           if suite.get("skipped_runs") else ""),
     ]
 
 

@@ -3,6 +3,7 @@ XdpDataplane.apply for 1,000 frontends × 10 servers (every server changed, one 
 The program is compiled once and loaded, not attached, in the LB namespace of a fresh
 testbed, with maps pinned in a directory of its own."""
 import ctypes as ct
+import functools
 import os
 import struct
 
@@ -14,6 +15,7 @@ from bench.e2e.cases import lbfast_xdp, netns
 LBS, SERVERS, BATCH = 1000, 10, 1000
 
 
+@functools.cache
 def specs(weight: int, first_weight: int | None = None) -> list:
     from control import config as configfile
     from control.sync import frontend_specs
