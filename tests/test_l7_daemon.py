@@ -105,3 +105,22 @@ def test_expired_certificate_and_derived_fields():
     assert info.subject_alternative_names == ("shop.test", "www.shop.test")
     assert len(info.fingerprint.split(":")) == 20
     assert info.names() == ("shop.test", "www.shop.test")
+
+
+def test_killed_worker_is_restarted_and_listener_kept():
+    import signal
+    from tests.l7_harness import Backends as LoopBackends, L7Runner, backend, frontend
+    from tests.l7_harness import free_port as lfree_port
+    b = LoopBackends(1)
+    r = L7Runner(workers=2)
+    try:
+        port = lfree_port()
+        r.apply(frontend(port, backend(b.servers)))
+        old = r.worker_pids()
+        os.kill(old[0], signal.SIGKILL)
+        wait_for(lambda: all(r.worker_pids()) and r.worker_pids()[0] != old[0], what="restart")
+        for _ in range(20):     # both workers' listeners answer again
+            assert ask("127.0.0.1", port) == "b0"
+    finally:
+        r.close()
+        b.close()

@@ -27,8 +27,8 @@ RESTART_DELAY_S = 0.5
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-class WorkerError(RuntimeError):
-    pass
+class WorkerError(OSError):
+    """A worker that cannot be started or does not answer (the daemon reports OSErrors)."""
 
 
 class WorkerHandle:
@@ -171,7 +171,14 @@ class L7Dataplane:
             if not self.workers:
                 await self._start_workers(n)
             else:
-                await asyncio.gather(*(self._apply_worker(w) for w in self.workers))
+                results = await asyncio.gather(*(self._apply_worker(w) for w in self.workers),
+                                               return_exceptions=True)
+                for w, result in zip(self.workers, results):
+                    if isinstance(result, BaseException):
+                        # its supervisor restarts it with the config just applied
+                        log.error("L7 worker %d did not take the config (%s): restarting it", w.index, result)
+                        if w.proc is not None and w.proc.returncode is None:
+                            w.proc.kill()
         for key in set(self.sockets) - set(wanted):
             for s in self.sockets.pop(key):
                 s.close()

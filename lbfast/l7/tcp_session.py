@@ -63,6 +63,7 @@ class TcpSession(asyncio.Protocol):
             side.transport.write(proxy_header.encode(version, client_ip, client_port, local_ip, local_port))
             if self.held:
                 side.transport.writelines(self.held)
+                state.bytes_in += sum(len(b) for b in self.held)
                 self.held = []
             self.server = side
             if self.client_eof:
