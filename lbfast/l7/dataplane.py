@@ -59,7 +59,7 @@ class WorkerHandle:
         self.stats = None
         self.channel = Channel(parent, self.received, self.lost)
         dp = self.dataplane
-        self.send({"cmd": "init", "secret": dp.secret, "limits": dp.limits,
+        self.send({"cmd": "init", "secret": dp.secret, "limits": dp.limits, "ticket_keys": dp.ticket_keys,
                    "log_level": logging.getLogger("lbfast").getEffectiveLevel()})
 
     @property
@@ -123,6 +123,7 @@ class L7Dataplane:
     def __init__(self, workers: int = 0, secret: bytes | None = None, limits: L7Limits = L7Limits()):
         self.workers_wanted = workers
         self.secret = secret or secrets.token_bytes(32)     # signs sticky cookies: one per daemon
+        self.ticket_keys = secrets.token_bytes(80)          # TLS tickets resume on any worker
         self.limits = limits
         self.frontends: dict[tuple, FrontendSpec] = {}
         self.sockets: dict[tuple, list[socket.socket]] = {}

@@ -94,9 +94,10 @@ class FrontendState:
 class L7Proxy:
     name = "l7"
 
-    def __init__(self, secret: bytes, limits: L7Limits = L7Limits()):
+    def __init__(self, secret: bytes, limits: L7Limits = L7Limits(), ticket_keys: bytes | None = None):
         from lbfast.l7.upstream import ConnPool
         self.secret = secret
+        self.ticket_keys = ticket_keys
         self.limits = limits
         self.loop: asyncio.AbstractEventLoop | None = None
         self.frontends: dict[tuple, FrontendState] = {}
@@ -133,7 +134,7 @@ class L7Proxy:
                         state.tls.update(f.certificates, cipher_suite(f))
                         tls[key] = state.tls
                     else:
-                        tls[key] = TlsFrontend(f.certificates, cipher_suite(f))
+                        tls[key] = TlsFrontend(f.certificates, cipher_suite(f), self.ticket_keys)
         except (OSError, ValueError):
             for key, sock in new_socks.items():
                 if sockets is None or sockets.get(key) is not sock:

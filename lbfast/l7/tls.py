@@ -2,6 +2,8 @@
 name, then wildcard, else the first certificate), cipher policy from `cipher_suite`, ALPN
 http/1.1 and session tickets. The listener keeps one front context for its life; a reload
 swaps the certificates behind it."""
+import ctypes
+import ctypes.util
 import logging
 import os
 import ssl
@@ -59,6 +61,33 @@ def apply_policy(ctx: ssl.SSLContext, cipher_suite: CipherSuite) -> None:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
 
 
+SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
+TICKET_KEYS_LEN = 80        # key name 16 + HMAC secret 32 + AES key 32
+_libssl = None
+
+
+def share_ticket_keys(ctx: ssl.SSLContext, keys: bytes) -> bool:
+    """Give a context the daemon's session-ticket keys, so a ticket from one worker resumes
+    on another. The ssl module has no API for it: the SSL_CTX pointer is read from the
+    context object (the first field after the object header) and checked against the
+    options OpenSSL reports for it before anything is written. False when not possible."""
+    global _libssl
+    try:
+        if _libssl is None:
+            _libssl = ctypes.CDLL(ctypes.util.find_library("ssl") or "libssl.so.3")
+            _libssl.SSL_CTX_ctrl.restype = ctypes.c_long
+            _libssl.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+            _libssl.SSL_CTX_get_options.restype = ctypes.c_uint64
+            _libssl.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+        ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+        if not ptr or _libssl.SSL_CTX_get_options(ptr) != int(ctx.options):
+            return False
+        buf = ctypes.create_string_buffer(keys, TICKET_KEYS_LEN)
+        return _libssl.SSL_CTX_ctrl(ptr, SSL_CTRL_SET_TLSEXT_TICKET_KEYS, TICKET_KEYS_LEN, buf) == 1
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
 def load_certificate(ctx: ssl.SSLContext, cert: CertificateSpec) -> None:
     """ssl only loads from files: write the PEMs to a private temporary file, load, remove."""
     fd, path = tempfile.mkstemp(prefix="lbfast-cert-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
@@ -74,8 +103,11 @@ def load_certificate(ctx: ssl.SSLContext, cert: CertificateSpec) -> None:
 class TlsFrontend:
     """The contexts of one https frontend. `context` goes to the listener once."""
 
-    def __init__(self, certificates: Sequence[CertificateSpec], cipher_suite: CipherSuite):
+    def __init__(self, certificates: Sequence[CertificateSpec], cipher_suite: CipherSuite,
+                 ticket_keys: bytes | None = None):
+        self.ticket_keys = ticket_keys
         self.context = new_context(cipher_suite)
+        self._share(self.context)
         self.context.sni_callback = self._pick
         self._key = None
         self.default: ssl.SSLContext | None = None
@@ -94,6 +126,7 @@ class TlsFrontend:
         built: list[tuple[list[str], ssl.SSLContext]] = []
         for cert in certificates:
             ctx = new_context(cipher_suite)
+            self._share(ctx)
             load_certificate(ctx, cert)
             built.append((certificate_names(cert.chain_pem), ctx))
         by_name: dict[str, ssl.SSLContext] = {}
@@ -105,6 +138,11 @@ class TlsFrontend:
         self.default = built[0][1]
         self.by_name = by_name
         self._key = key
+
+    def _share(self, ctx: ssl.SSLContext) -> None:
+        if self.ticket_keys and not share_ticket_keys(ctx, self.ticket_keys):
+            log.warning("session-ticket keys not shared: tickets resume on their own worker only")
+            self.ticket_keys = None
 
     def select(self, server_name: str | None) -> ssl.SSLContext:
         if server_name:

@@ -59,7 +59,7 @@ class Worker:
     async def handle(self, msg: dict):
         cmd = msg["cmd"]
         if cmd == "init":
-            self.proxy = L7Proxy(msg["secret"], msg["limits"])
+            self.proxy = L7Proxy(msg["secret"], msg["limits"], msg.get("ticket_keys"))
             self.grace_s = msg["limits"].drain_ms / 1000
             self.proxy.on_passive_failure = self.passive
             logging.getLogger().setLevel(msg.get("log_level", logging.WARNING))
