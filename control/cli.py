@@ -111,7 +111,17 @@ def given(options: dict, model: type, prefix: str = "") -> dict:
 
 
 # -- config file editing --------------------------------------------------------------
-def load_config(path: str) -> Config:
+def daemon_api(path: str):
+    """The API of a daemon running on this config file, if it has one: object commands then
+    read and change the running config through it (applied at once, one writer)."""
+    from control.api.client import ApiUnavailable, ConfigApi
+    try:
+        return ConfigApi.discover(path)
+    except ApiUnavailable as e:
+        fail(str(e))
+
+
+def file_config(path: str) -> Config:
     if not Path(path).exists():
         return Config()
     try:
@@ -120,16 +130,43 @@ def load_config(path: str) -> Config:
         fail(f"{path}:\n{e}")
 
 
-def edit(path: str, change) -> object:
-    """Apply `change(Change)` to the file's config and save it; returns what change returned."""
-    c = Change(load_config(path))
+def load_config(path: str) -> Config:
+    from control.api.client import ApiUnavailable
+    api = daemon_api(path)
+    if api is None:
+        return file_config(path)
     try:
-        result = change(c)
-        new = c.done()
-    except configfile.ConfigError as e:
-        fail(str(e), 2)
-    except NotFound as e:
-        fail(str(e), 3)
+        return api.read()[0]
+    except ApiUnavailable as e:
+        fail(str(e))
+
+
+def edit(path: str, change) -> object:
+    """Apply `change(Change)` to the config and save it; returns what change returned. With
+    a daemon's API: to the running config, re-read and re-done if it changed meanwhile."""
+    from control.api.client import ApiUnavailable, Conflict
+    api = daemon_api(path)
+    for _ in range(20 if api is not None else 1):
+        try:
+            current, etag = api.read() if api is not None else (file_config(path), None)
+            c = Change(current)
+            result = change(c)
+            new = c.done()
+            if api is None:
+                break
+            api.put(new, etag)
+        except configfile.ConfigError as e:
+            fail(str(e), 2)
+        except NotFound as e:
+            fail(str(e), 3)
+        except ApiUnavailable as e:
+            fail(str(e))
+        except Conflict:
+            continue
+        click.echo(f"applied by the running daemon ({api.url})", err=True)
+        return result
+    else:
+        fail("the running config kept changing: try again")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     configfile.save(new, path)
     click.echo("saved; a running daemon applies it on `lbfast reload`", err=True)

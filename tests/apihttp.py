@@ -51,13 +51,16 @@ class Api:
 class ApiDaemon:
     """A daemon serving the API; `restart()` stops it and starts a new one on the same files."""
 
-    def __init__(self, tmp: Path, config: dict | None = None, token: str = TOKEN, pool: str | None = None):
+    def __init__(self, tmp: Path, config: dict | None = None, token: str = TOKEN, pool: str | None = None,
+                 file_token: str | None = None):
+        """`token` goes to $LBFAST_API_TOKEN ("" for none), `file_token` to api.token."""
         self.tmp = Path(tmp)
         self.port = free_port()
         self.token = token
-        doc = {"api": {"listen": f"127.0.0.1:{self.port}"}, "ip_pool": [pool or private_pool()], **(config or {})}
+        api = {"listen": f"127.0.0.1:{self.port}", **({"token": file_token} if file_token else {})}
+        doc = {"api": api, "ip_pool": [pool or private_pool()], **(config or {})}
         self.daemon = self._start(doc)
-        self.api = Api(f"http://127.0.0.1:{self.port}", token)
+        self.api = Api(f"http://127.0.0.1:{self.port}", file_token or token)
 
     def _start(self, doc: dict) -> Daemon:
         d = Daemon(self.tmp, doc, env={"LBFAST_API_TOKEN": self.token})

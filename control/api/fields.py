@@ -68,16 +68,20 @@ def parse_duration_ms(value) -> int:
         raise ValueError('not a duration (e.g. "30s", "500ms" or milliseconds)')
     text = value.strip()
     try:
-        return round(float(text))
+        number = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number):
+            raise ValueError(f"{value!r} is not a duration")
+        return round(number)
     pos, total = 0, 0.0
     for m in _DURATION.finditer(text):
         if m.start() != pos:
             break
         total += float(m.group(1)) * _UNITS_MS[m.group(2)]
         pos = m.end()
-    if pos != len(text) or pos == 0:
+    if pos != len(text) or pos == 0 or not math.isfinite(total):
         raise ValueError(f'{value!r} is not a duration (e.g. "30s", "500ms" or milliseconds)')
     return round(total)
 

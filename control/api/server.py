@@ -165,7 +165,8 @@ class ApiServer:
 async def get_config(request: web.Request) -> web.Response:
     config = request.app["lbfast"].daemon.config
     return web.Response(body=configfile.dump(config), content_type="application/json",
-                        headers={"ETag": config_etag(config)})
+                        headers={"ETag": config_etag(config),
+                                 "X-Lbfast-Config": os.path.abspath(request.app["lbfast"].daemon.config_path)})
 
 
 async def put_config(request: web.Request) -> web.Response:
