@@ -18,7 +18,8 @@ from bench.runner import Runner, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MICRO_DIR = ROOT / "bench" / "micro"
-# Micro benchmarks other parts of lbfast ship next to the suite (bench/bench_xdp.py, ...).
+# Benchmarks other parts of lbfast ship next to the suite (bench/bench_l7.py, ...):
+# pytest-benchmark files join the micro run, scripts run on their own.
 EXTRA_MICRO_GLOB = "bench_*.py"
 
 FULL = dict(duration_s=8.0, repeats=3, max_reruns=8)
@@ -66,6 +67,47 @@ def run_micro(quick: bool) -> dict:
         result["wall_s"] = time.monotonic() - t0
         keep = {"benchmarks", "skipped", "error", "wall_s", "machine_info"}
         return {k: v for k, v in result.items() if k in keep}
+
+
+# Benchmark scripts other parts of lbfast ship as bench/bench_*.py (`python -m bench.X`):
+# the arguments for a full and a quick run. A script not listed runs with no arguments in
+# a full run only.
+COMPANION_ARGS = {
+    "bench_l7": (["--seconds", "1"], ["--seconds", "0.1"]),
+    "bench_health": ([], ["--seconds", "3"]),
+}
+COMPANION_TIMEOUT_S = {False: 240, True: 40}
+
+
+def companion_scripts() -> list[str]:
+    out = []
+    for p in sorted((ROOT / "bench").glob(EXTRA_MICRO_GLOB)):
+        text = p.read_text(errors="replace")
+        if "def test_" not in text and '__name__ == "__main__"' in text:
+            out.append(p.stem)
+    return out
+
+
+def run_companions(quick: bool) -> list[dict]:
+    """Run each bench/bench_*.py script; its output goes into the report as it printed it."""
+    results = []
+    for name in companion_scripts():
+        full_args, quick_args = COMPANION_ARGS.get(name, ([], None))
+        args = quick_args if quick else full_args
+        if args is None:
+            results.append({"name": name, "skipped": "not run in --quick (no quick arguments known)"})
+            continue
+        argv = [sys.executable, "-m", f"bench.{name}", *args]
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
+                               timeout=COMPANION_TIMEOUT_S[quick])
+            out, rc = (p.stdout + (p.stderr if p.returncode else "")).strip(), p.returncode
+        except subprocess.TimeoutExpired as e:
+            out, rc = f"timed out after {e.timeout:g} s", -1
+        results.append({"name": name, "command": " ".join(["python", "-m", f"bench.{name}", *args]),
+                        "output": out, "returncode": rc, "wall_s": time.monotonic() - t0})
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,14 +161,26 @@ def main(argv: list[str] | None = None) -> int:
     left = BUDGET_S[args.quick] - (time.monotonic() - t0) - REPORT_S
     settings.hard_deadline_s = left - settings.duration_s - 3 * PER_RUN_OVERHEAD_S
     settings.deadline_s = settings.hard_deadline_s - 2 * (settings.duration_s + 6 + PER_RUN_OVERHEAD_S)
+    companions = []
+    if not args.no_micro:
+        for c in run_companions(args.quick):
+            companions.append(c)
+            if "skipped" in c:
+                print(f"{c['name']}: {c['skipped']}")
+            else:
+                print(f"$ {c['command']}  ({c['wall_s']:.0f} s, exit {c['returncode']})\n{c['output']}",
+                      flush=True)
+
     suite = Runner(cases, settings).run()
-    path, lines = report.write(suite.to_json(), micro, args.out, quick=args.quick)
+    path, lines = report.write(suite.to_json(), micro, args.out, quick=args.quick,
+                               companions=companions)
     print("\n== summary (the same figures as the report) ==")
     for line in lines:
         print(line)
     print(f"\nreport: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
           f"(and {args.out / 'latest.md'}); total {(time.monotonic() - t0) / 60:.1f} min")
-    failed = bool(suite.failed) or bool(micro and micro.get("error"))
+    failed = (bool(suite.failed) or bool(micro and micro.get("error"))
+              or any(c.get("returncode") for c in companions))
     return 1 if failed else 0
 
 

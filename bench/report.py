@@ -341,7 +341,7 @@ def charts(summaries: dict[str, CaseSummary], out_prefix: Path, title: str) -> l
             ax.tick_params(axis="x", labelsize=8)
         axes[-1, 0].set_xlabel(unit, fontsize=9)
         fig.suptitle(f"{title}: {'requests/s' if metric == 'rps' else 'p99 latency'}", fontsize=11)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.985))
         path = out_prefix.with_name(f"{out_prefix.name}-{fname}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -384,7 +384,7 @@ def _duration(s: float) -> str:
 # -- the report --------------------------------------------------------------------------------
 def render(suite: dict, summaries: dict[str, CaseSummary], micro: dict | None,
            chart_names: list[str], machine_info: dict[str, str], stamp: str,
-           quick: bool) -> str:
+           quick: bool, companions: list[dict] | None = None) -> str:
     lines = [f"# lbfast benchmark {stamp}{' (quick)' if quick else ''}", ""]
     worst = furthest_behind(summaries)
     if worst:
@@ -406,6 +406,12 @@ def render(suite: dict, summaries: dict[str, CaseSummary], micro: dict | None,
             f"`{k}` {m:,.0f} → {e:,.0f} req/s ({e / m - 1:+.0%})" for k, m, e in d), ""]
     lines += [f"![requests/s]({n})" if "rps" in n else f"![p99 latency]({n})" for n in chart_names]
     lines += ["", METHOD, "", "## Micro benchmarks", ""] + micro_rows(micro) + [""]
+    for c in companions or []:
+        if "skipped" in c:
+            lines += [f"`python -m bench.{c['name']}`: {c['skipped']}", ""]
+        else:
+            lines += [f"`{c['command']}` (exit {c['returncode']}, {c['wall_s']:.0f} s):", "",
+                      "```", c["output"], "```", ""]
     lines += ["## Machine", ""] + [f"- {k}: {v}" for k, v in machine_info.items()] + [""]
     lines += ["## Settings", ""] + settings_lines(suite)
     lines += [f"- Wall time: end to end {suite['wall_s'] / 60:.1f} min"
@@ -415,7 +421,8 @@ def render(suite: dict, summaries: dict[str, CaseSummary], micro: dict | None,
 
 def write(suite: dict, micro: dict | None = None, out_dir: Path = RESULTS_DIR,
           stamp: str | None = None, quick: bool = False,
-          machine_info: dict[str, str] | None = None) -> tuple[Path, list[str]]:
+          machine_info: dict[str, str] | None = None,
+          companions: list[dict] | None = None) -> tuple[Path, list[str]]:
     """Write <stamp>.md, <stamp>.json and the charts; copy the report to latest.md.
     Returns the report's path and the terminal summary lines."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -427,9 +434,11 @@ def write(suite: dict, micro: dict | None = None, out_dir: Path = RESULTS_DIR,
         chart_names = []
         print(f"report: no charts: {e} (pip install -e .[bench])")
     text = render(suite, summaries, micro, chart_names,
-                  machine_info if machine_info is not None else machine(), stamp, quick)
+                  machine_info if machine_info is not None else machine(), stamp, quick,
+                  companions)
     report = out_dir / f"{stamp}.md"
     report.write_text(text)
-    (out_dir / f"{stamp}.json").write_text(json.dumps({"suite": suite, "micro": micro}, indent=1))
+    (out_dir / f"{stamp}.json").write_text(json.dumps(
+        {"suite": suite, "micro": micro, "companions": companions}, indent=1))
     shutil.copyfile(report, out_dir / "latest.md")
     return report, [summary_line(s) for s in summaries.values()]

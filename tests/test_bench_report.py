@@ -67,8 +67,11 @@ def test_summaries_ratios_and_cpu(suite):
 
 
 def test_report_files_table_and_terminal_lines_agree(suite, tmp_path):
+    companions = [{"name": "bench_l7", "command": "python -m bench.bench_l7 --seconds 1",
+                   "output": "request head  5.67 µs  37.80 µs  6.7x", "returncode": 0, "wall_s": 11.0}]
     path, lines = report.write(suite, micro=None, out_dir=tmp_path, stamp="20250101-000000",
-                               machine_info={"CPU": "test CPU", "kernel": "6.x"})
+                               machine_info={"CPU": "test CPU", "kernel": "6.x"},
+                               companions=companions)
     text = path.read_text()
     assert (tmp_path / "latest.md").read_text() == text
     assert (tmp_path / "20250101-000000.json").exists()
@@ -85,6 +88,8 @@ def test_report_files_table_and_terminal_lines_agree(suite, tmp_path):
     assert "100,000 → 95,000 req/s (-5%)" in text
     assert "- CPU: test CPU" in text and "wrk -t2 -c64" in text and "Workers: 1" in text
     assert "furthest behind its best peer in **lbfast userspace L4**" in text
+    assert "`python -m bench.bench_l7 --seconds 1` (exit 0, 11 s):" in text
+    assert "request head  5.67 µs  37.80 µs  6.7x" in text
 
     # every figure of a terminal line is in that case's row of the report
     assert len(lines) == len(suite["cases"])
