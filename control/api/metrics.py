@@ -68,4 +68,12 @@ def render(daemon, api) -> str:
     family("lbfast_api_changes_total", "counter", "Changes applied through the API.", [("", api.changes)])
     family("lbfast_uptime_seconds", "gauge", "Seconds since the daemon started.",
            [("", round(time.time() - getattr(daemon, "started_at", time.time()), 3))])
+    ha = getattr(daemon, "ha", None)
+    try:
+        ha_counters = ha.counters() if callable(getattr(ha, "counters", None)) else {}
+    except Exception:           # HA state is read here, never the reason /metrics fails
+        ha_counters = {}
+    for name, value in sorted(ha_counters.items()):
+        kind = "counter" if name.endswith("_total") else "gauge"
+        family(name, kind, "High availability (control.ha).", [("", value)])
     return "\n".join(lines) + "\n"

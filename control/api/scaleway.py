@@ -298,6 +298,7 @@ class View:
         self.config = config
         self.region, self.zone = location(request)
         self._seen = None
+        self._instances = None
         self.daemon = request.app["lbfast"].daemon
 
     @property
@@ -314,13 +315,29 @@ class View:
                 "project_id": ip.project_id, "lb_id": ip.lb, "reverse": ip.reverse,
                 "tags": list(ip.tags), **self.where()}
 
+    def instances(self, lb: LoadBalancer) -> list[dict]:
+        """The LB hosts serving the VIP: the HA group's members when the daemon runs HA,
+        else this host alone."""
+        if self._instances is None:
+            ha = getattr(self.daemon, "ha", None)
+            try:
+                found = ha.instances() if callable(getattr(ha, "instances", None)) else None
+            except Exception:       # HA state is a view here: never the reason a GET fails
+                found = None
+            self._instances = [(i.get("id"), i.get("status", "unknown"), i.get("address"))
+                               for i in found or () if isinstance(i, dict)]
+        rows = self._instances or [(str(uuidlib.uuid5(ID_NAMESPACE, f"instance:{lb.uuid}")), "ready", None)]
+        stamp = {"created_at": rfc3339(lb.created_at), "updated_at": rfc3339(lb.updated_at or lb.created_at)}
+        return [{"id": i, "status": st, "ip_address": addr or lb.vip, **self.where(), **stamp}
+                for i, st, addr in rows]
+
     def lb(self, lb: LoadBalancer) -> dict:
+        instances = self.instances(lb)
+        statuses = [i["status"] for i in instances]
         return {
-            "id": lb.uuid, "name": lb.name, "description": lb.description, "status": "ready",
-            "instances": [{
-                "id": str(uuidlib.uuid5(ID_NAMESPACE, f"instance:{lb.uuid}")), "status": "ready",
-                "ip_address": lb.vip, **self.where(), "created_at": rfc3339(lb.created_at),
-                "updated_at": rfc3339(lb.updated_at or lb.created_at)}],
+            "id": lb.uuid, "name": lb.name, "description": lb.description,
+            "status": "ready" if "ready" in statuses else statuses[0],
+            "instances": instances,
             "organization_id": lb.organization_id, "project_id": lb.project_id,
             "ip": [self.ip(ip) for ip in self.config.ips if ip.lb == lb.uuid],
             "tags": list(lb.tags), "frontend_count": len(lb.frontends), "backend_count": len(lb.backends),
@@ -395,7 +412,7 @@ class View:
         }
 
     def server_stats(self, lb: LoadBalancer, b: Backend) -> list[dict]:
-        instance = str(uuidlib.uuid5(ID_NAMESPACE, f"instance:{lb.uuid}"))
+        instance = self.instances(lb)[0]["id"]
         out = []
         for s in b.servers:
             v = self.seen.server(b, s)
