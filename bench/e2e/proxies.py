@@ -237,8 +237,8 @@ def lbfast(ctx: RunContext, protocol: str = "tcp", cookie: bool = False, tls: bo
         for h in (tb.client, *tb.backends):
             ethtool_offload_off(h, h.ifname)
             gro_on(h, h.ifname)
-    else:
-        tb.add_vip_local()
+    # with XDP too: packets XDP passes up (a non-SYN without state) get the kernel's RST
+    tb.add_vip_local()
     conf = os.path.join(ctx.rundir, "lbfast.json")
     with open(conf, "w") as f:
         json.dump(lbfast_config(ctx, protocol, cookie, tls, xdp), f, indent=2)
@@ -262,10 +262,11 @@ def lbfast(ctx: RunContext, protocol: str = "tcp", cookie: bool = False, tls: bo
     if status is None:
         raise TimeoutError(f"lbfast daemon did not answer on {sock} within 30 s: {tail(log_path)}")
     plane = status.get("dataplane") or {}
-    planes = {str(fe.get("dataplane", "")) for fe in status.get("frontends", [])}
-    if xdp and "xdp" not in str(plane.get("name", "")).lower() and not any("xdp" in x for x in planes):
-        raise NotAvailable(f"daemon runs {plane.get('name', '?')} instead of XDP: "
-                           f"{plane.get('reason', '')}".strip())
+    if xdp:
+        link = tb.lb.run(["ip", "link", "show", "dev", tb.lb_client_if]).stdout
+        if "xdp" not in link:
+            raise NotAvailable(f"no XDP program on {tb.lb_client_if}: the daemon runs "
+                               f"{plane.get('name', '?')} ({plane.get('reason', '')})")
     port = HTTPS_PORT if tls else HTTP_PORT
     listed = [str(fe.get("listen", "")) for fe in status.get("frontends", [])]
     if not any(x.endswith(f":{port}") for x in listed):
