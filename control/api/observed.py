@@ -89,10 +89,10 @@ class Observed:
             health = "UP" if status.health == Health.UP else "DOWN"
         elif counters is not None:
             health = "UP" if counters.get("up", True) else "DOWN"
-        elif status is not None:
+        elif status is not None or not checked:
             health = "UP"       # unchecked: usable
         else:
-            health = "unknown"
+            health = "unknown"  # checked, and no verdict seen yet
         changed = getattr(status, "last_change", None) if status is not None else None
         return ServerView(health=health, checked=checked, changed_at=changed,
                           counters=counters or {f: 0 for f in SERVER_COUNTERS})

@@ -389,7 +389,9 @@ class View:
         else:
             details = None
         return {
-            "type": "custom", "id": c.uuid, "common_name": info.common_name if info else "",
+            # a certificate may name its host in SANs only: the first of them is the main name
+            "type": "custom", "id": c.uuid,
+            "common_name": (info.common_name or next(iter(info.names()), "")) if info else "",
             "subject_alternative_name": list(info.subject_alternative_names) if info else [],
             "fingerprint": info.fingerprint if info else "",
             "not_valid_before": rfc3339(info.not_valid_before) if info else None,
