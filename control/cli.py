@@ -274,9 +274,11 @@ def status(socket_path, as_json):
                + (f"  last error: {st['last_error']}" if st["last_error"] else ""))
     rows = [{"frontend": f["frontend"], "listen": f["listen"], "proto": f["protocol"],
              "algorithm": f["algorithm"], "server": s["key"], "mode": s["mode"],
-             "state": "UP" if s["up"] else "DOWN", "active": s["active"], "total": s["total"]}
+             "state": s.get("health") or ("UP" if s["up"] else "DOWN"), "active": s["active"],
+             "total": s["total"], "last check": s.get("last_reason", "")}
             for f in st["frontends"] for s in f["servers"]]
-    print_table(rows, ["frontend", "listen", "proto", "algorithm", "server", "mode", "state", "active", "total"])
+    print_table(rows, ["frontend", "listen", "proto", "algorithm", "server", "mode", "state", "active", "total",
+                       "last check"])
 
 
 @cli.command()

@@ -11,7 +11,9 @@ import orjson
 
 from control import config as configfile
 from control import runtime
-from control.sync import frontend_specs
+from control.health import HealthMonitor
+from control.sync import backend_specs, frontend_specs
+from lbfast.enums import Health, OnMarkedDown
 from lbfast.l4proxy import L4Proxy
 from lbfast.l7 import L7Dataplane
 
@@ -36,6 +38,10 @@ class Daemon:
         self.last_error = ""
         self.dataplane_reason = "userspace L4 proxy (XDP not configured)"
         self.api = None                      # control.api.ApiServer when config.api.listen is set
+        self.health = HealthMonitor(self._health_changed)
+        self.backends = {}                   # backend id -> BackendSpec of the running config
+        self.l4.on_connect_failure = self._passive_failure
+        self.l7.on_passive_failure = self._passive_failure
 
     # -- apply and reload ---------------------------------------------------------
     async def apply(self, config) -> None:
@@ -59,6 +65,30 @@ class Daemon:
                 await self.l4.apply(frontend_specs(self.config))
             raise
         self.config = config
+        self.backends = {b.id: b for b in backend_specs(config)}
+        self.health.update(self.backends.values())
+        for (bid, key), st in self.health.status().items():   # new pools learn the known verdicts
+            self._set_health(bid, key, st.health != Health.DOWN)
+
+    # -- health -------------------------------------------------------------------------
+    def _set_health(self, backend_id: int, server_key: str, up: bool) -> None:
+        for dp in (self.l4, self.l7):
+            dp.set_server_health(backend_id, server_key, up)
+
+    def _health_changed(self, backend_id: int, server_key: str, health: Health, reason: str) -> None:
+        up = health != Health.DOWN
+        self._set_health(backend_id, server_key, up)
+        backend = self.backends.get(backend_id)
+        if not up and backend is not None and backend.on_marked_down == OnMarkedDown.SHUTDOWN_SESSIONS:
+            n = self.l4.close_server_sessions(backend_id, server_key)
+            self.l7.close_server_sessions(backend_id, server_key)
+            log.warning("%s is down: shut down its sessions (%d userspace L4)", server_key, n)
+
+    def _passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
+        """Linode check_passive: a failed connect or a 5xx takes the server out at once."""
+        backend = self.backends.get(backend_id)
+        if backend is not None and backend.health_check.passive:
+            self.health.report_passive_failure(backend_id, server_key, reason)
 
     async def commit(self, new) -> None:
         """Apply a changed config (API, CLI through the API) and write it to the file.
@@ -119,6 +149,7 @@ class Daemon:
             await self.l4.drain(self.grace_s)
             await self.l4.close()
             await self.l7.close()
+            await self.health.close()
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)
 
@@ -151,6 +182,20 @@ class Daemon:
             return {"ok": ok, "result": message} if ok else {"ok": False, "error": message}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
+    def _add_health(self, frontends: list[dict]) -> None:
+        """Each server row gets its check verdict, last result and time of last change."""
+        ids = {(lb.id, b.name): b.id for lb in self.config.lbs for b in lb.backends} if self.config else {}
+        checks = self.health.status()
+        for row in frontends:
+            bid = ids.get((row["lb_id"], row["backend"]))
+            for server in row["servers"]:
+                st = checks.get((bid, server["key"]))
+                if st is None:
+                    continue
+                server.update(health=str(st.health), check=str(st.check), last_ok=st.last_ok,
+                              last_reason=st.last_reason, last_check=st.last_check,
+                              changed_at=st.last_change, change_reason=st.change_reason)
+
     def status(self) -> dict:
         frontends = []
         for state in self.l4.frontends.values():
@@ -163,6 +208,7 @@ class Daemon:
                 "dataplane": self.l4.name, "active": state.active,
                 "servers": pool.stats() if pool else []})
         frontends += self.l7.frontend_status()
+        self._add_health(frontends)
         return {"pid": os.getpid(), "config": os.path.abspath(self.config_path),
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "dataplane": {"name": self.l4.name, "reason": self.dataplane_reason},
