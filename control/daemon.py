@@ -11,6 +11,7 @@ import orjson
 
 from control import config as configfile
 from control import runtime
+from control.ha import HaManager
 from control.health import HealthMonitor
 from control.sync import backend_specs, frontend_specs
 from lbfast.enums import Health, OnMarkedDown
@@ -38,6 +39,7 @@ class Daemon:
         self.last_error = ""
         self.dataplane_reason = "userspace L4 proxy (XDP not configured)"
         self.api = None                      # control.api.ApiServer when config.api.listen is set
+        self.ha = HaManager(self)            # keepalived / BIRD for config.ha
         self.health = HealthMonitor(self._health_changed)
         self.backends = {}                   # backend id -> BackendSpec of the running config
         self.l4.on_connect_failure = self._passive_failure
@@ -69,6 +71,7 @@ class Daemon:
         self.health.update(self.backends.values())
         for (bid, key), st in self.health.status().items():   # new pools learn the known verdicts
             self._set_health(bid, key, st.health != Health.DOWN)
+        await self.ha.apply(config)
 
     # -- health -------------------------------------------------------------------------
     def _set_health(self, backend_id: int, server_key: str, up: bool) -> None:
@@ -143,6 +146,7 @@ class Daemon:
             await self.stopping.wait()
         finally:
             log.info("stopping: %d open sessions get up to %.0fs", len(self.l4.sessions), self.grace_s)
+            await self.ha.stop()            # VIPs move or are withdrawn while the listeners still serve
             if self.api is not None:        # no changes while the data planes drain
                 await self.api.stop()
             ctl.close()
@@ -177,6 +181,9 @@ class Daemon:
             l4, l7 = self.l4.stats(), self.l7.stats()
             return {"ok": True, "result": {"frontends": l4["frontends"] + l7["frontends"],
                                            "backends": l4["backends"], "l7": l7}}
+        if cmd == "ha-check":               # keepalived's track script
+            ok, reason = self.ha.check()
+            return {"ok": ok, "result": reason} if ok else {"ok": False, "error": reason}
         if cmd == "reload":
             ok, message = await self.reload()
             return {"ok": ok, "result": message} if ok else {"ok": False, "error": message}
@@ -214,7 +221,7 @@ class Daemon:
                 "dataplane": {"name": self.l4.name, "reason": self.dataplane_reason},
                 "api": self.api.url if self.api is not None else None,
                 "reloads": self.reloads, "reload_failures": self.reload_failures,
-                "last_error": self.last_error, "frontends": frontends}
+                "last_error": self.last_error, "ha": self.ha.status(), "frontends": frontends}
 
 
 def run(config_path: str, socket_path: str | None = None, pidfile: str | None = None,
