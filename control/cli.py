@@ -272,6 +272,8 @@ def status(socket_path, as_json):
     click.echo(f"data plane: {st['dataplane']['name']} ({st['dataplane']['reason']})")
     click.echo(f"reloads: {st['reloads']} ok, {st['reload_failures']} rejected"
                + (f"  last error: {st['last_error']}" if st["last_error"] else ""))
+    if st.get("ha", {}).get("mode", "none") != "none":
+        print_ha(st["ha"])
     rows = [{"frontend": f["frontend"], "listen": f["listen"], "proto": f["protocol"],
              "algorithm": f["algorithm"], "server": s["key"], "mode": s["mode"],
              "state": s.get("health") or ("UP" if s["up"] else "DOWN"), "active": s["active"],
@@ -279,6 +281,21 @@ def status(socket_path, as_json):
             for f in st["frontends"] for s in f["servers"]]
     print_table(rows, ["frontend", "listen", "proto", "algorithm", "server", "mode", "state", "active", "total",
                        "last check"])
+
+
+def print_ha(ha: dict) -> None:
+    engine = ha["engine"] or {}
+    click.echo(f"ha: {ha['mode']}, role {ha['role']} since {ha['since']}, {ha['failovers']} failover(s), "
+               f"{engine.get('name', 'no engine')} pid {engine.get('pid')} ({engine.get('restarts', 0)} restarts)"
+               + (f"  error: {ha['last_error']}" if ha["last_error"] else ""))
+    click.echo("  instances: " + ", ".join(f"{i['address']} {i['role']}" + (" (this host)" if i["local"] else "")
+                                         for i in ha["instances"]))
+    if "bgp" in ha:
+        bgp = ha["bgp"]
+        click.echo(f"  announced: {' '.join(bgp['announced']) or '-'}"
+                   + "".join(f"  withdrawn {vip}: {why}" for vip, why in bgp["withdrawn"].items()))
+        click.echo("  neighbors: " + ", ".join(f"{n['address']} AS{n['as']} {n['info'] or n['state']}"
+                                             for n in bgp["neighbors"]))
 
 
 @cli.command()
