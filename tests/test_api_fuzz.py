@@ -1,16 +1,19 @@
 """Schema-driven fuzzing: schemathesis generates requests for every operation in
 /openapi.json (both dialects, valid and invalid data) against a running daemon; path ids
 point at real objects so requests reach the validation and change code, not only the
-404s. No answer may be a 5xx. Bounded: one generated case per operation."""
+404s. No answer may be a 5xx, and every answer must match the document (status code,
+content type, body schema). Bounded: about one generated case per operation."""
 import pytest
 import schemathesis
 import trustme
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
+from schemathesis.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
 from tests.apihttp import TOKEN, ApiDaemon
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Auth-Token": TOKEN}
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,11 @@ def test_no_server_errors(fuzzed):
                 authed = sent.get("Authorization") == AUTH["Authorization"] and sent.get("X-Auth-Token") == TOKEN
                 if response.status_code >= 500 or (response.status_code == 401 and authed):
                     failures.append((case.as_curl_command(), response.status_code, response.text[:300]))
+                    return
+                try:    # and the answer is what /openapi.json says it is
+                    case.validate_response(response, checks=CONFORMANCE)
+                except AssertionError as e:
+                    failures.append((case.as_curl_command(), response.status_code, str(e)[:500]))
             call()
             cases += 1
     assert not failures, "\n".join(map(repr, failures))

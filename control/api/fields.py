@@ -1,6 +1,7 @@
 """Wire fields of the two dialects and how each maps onto the model: attribute, spelling of
 enum values, unit. Request parsing, the field named in an error and the OpenAPI schemas
 are all derived from these tables; ranges come from the model's own field specs."""
+import enum
 import math
 import re
 import typing
@@ -43,6 +44,20 @@ def model_bounds(attr: str) -> tuple[int, int] | None:
         stack.extend(typing.get_args(item))
         stack.extend(getattr(item, "__metadata__", ()))
     return None
+
+
+def model_values(attr: str | None) -> list[str]:
+    """The values of an enum-typed model field ([] for others)."""
+    if attr is None:
+        return []
+    cls, name = model_attr(attr)
+    stack = [cls.model_fields[name].annotation]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, type) and issubclass(item, enum.Enum):
+            return [str(m.value) for m in item]
+        stack.extend(typing.get_args(item))
+    return []
 
 
 def model_default(attr: str):
@@ -126,7 +141,10 @@ class Field:
         lo, hi = b
         return (math.ceil(lo / self.scale), hi // self.scale) if self.scale != 1 else (lo, hi)
 
-    def json_schema(self) -> dict:
+    def json_schema(self, response: bool = False) -> dict:
+        """The field's schema in a request, or in a response: there an object made through
+        the other dialect or the CLI may hold any value the model allows, so enums grow by
+        the model's values this dialect has no word for, and dialect-only bounds go."""
         if self.schema is not None:
             out = dict(self.schema)
         elif self.duration:
@@ -139,7 +157,12 @@ class Field:
                 out["items"] = {"type": self.items}
             if self.spellings is not None:
                 out["enum"] = list(self.spellings)
+                if response:
+                    out["enum"] += [v for v in model_values(self.attr) if v not in out["enum"]
+                                    and v not in {str(m) for m in self.spellings.values()}]
             b = self.wire_bounds()
+            if response and (self.bounds is not None or self.scale != 1):
+                b = None
             if b is not None and self.type in ("integer", "number"):
                 out["minimum"], out["maximum"] = b
             elif b is not None and self.type == "string":
@@ -279,7 +302,7 @@ class Table:
         for f in self.fields.values():
             if request and f.read_only or not request and f.write_only:
                 continue
-            props[f.wire] = f.json_schema()
+            props[f.wire] = f.json_schema(response=not request)
             if request and create and f.required:
                 required.append(f.wire)
         out = {"type": "object", "properties": props}

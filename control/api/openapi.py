@@ -50,6 +50,7 @@ def operation(route: Route, auth: bool) -> dict:
         op["security"] = SECURITY[route.dialect]
     else:
         op["security"] = []
+    op["responses"] = responses
     return op
 
 
