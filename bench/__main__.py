@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--duration", type=float, help="seconds per run")
     ap.add_argument("--repeats", type=int, help="runs per case")
+    ap.add_argument("--budget", type=float, metavar="SECONDS",
+                    help=f"time budget of the whole run (default {BUDGET_S[False]} s, "
+                         f"{BUDGET_S[True]} s with --quick): later runs are left out")
     ap.add_argument("--no-micro", action="store_true", help="skip the micro benchmarks")
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end cases")
     ap.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="results directory")
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # whatever the micro benchmarks left of the budget: runs stop at the hard deadline,
     # re-runs of disturbed runs early enough that one more run still fits
-    left = BUDGET_S[args.quick] - (time.monotonic() - t0) - REPORT_S
+    left = (args.budget or BUDGET_S[args.quick]) - (time.monotonic() - t0) - REPORT_S
     settings.hard_deadline_s = left - settings.duration_s - 3 * PER_RUN_OVERHEAD_S
     settings.deadline_s = settings.hard_deadline_s - 2 * (settings.duration_s + 6 + PER_RUN_OVERHEAD_S)
     companions = []
