@@ -1,0 +1,170 @@
+/* Connection tracking: one LRU map holds both directions of a flow. The forward entry
+ * (client -> VIP) rewrites to SNAT address -> server, the reply entry (server -> SNAT
+ * address) rewrites to VIP -> client. TCP entries follow FIN and RST to a short closing
+ * timeout; UDP and open TCP entries expire after the frontend's idle timeout. */
+#ifndef LBFAST_CONNTRACK_H
+#define LBFAST_CONNTRACK_H
+
+#include "counters.h"
+#include "parsing.h"
+
+static __always_inline int ct_expired(const struct flow_nat *nat, __u64 now)
+{
+    __u64 timeout_s = (nat->flags & CT_F_CLOSED) ? CT_CLOSING_TIMEOUT_S
+                                                 : nat->idle_timeout_s;
+    return (__s64)(now - nat->last_seen) > (__s64)(timeout_s * JIFFIES_PER_S);
+}
+
+/* Renew last_seen, and with it the cached next hop, about once a second. */
+static __always_inline void ct_touch(struct flow_nat *nat, __u64 now)
+{
+    if (now - nat->last_seen > CT_REFRESH_JIFFIES) {
+        nat->last_seen = now;
+        nat->nh.ifindex = 0;
+    }
+}
+
+/* The other direction's key: this entry's rewrite, reversed. */
+static __always_inline void ct_peer_key(const struct flow_nat *nat, __u8 proto,
+                                        struct flow_key *peer)
+{
+    peer->src = nat->dst;
+    peer->dst = nat->src;
+    peer->sport = nat->dport;
+    peer->dport = nat->sport;
+    peer->proto = proto;
+    peer->family = nat->family;
+    peer->pad = 0;
+}
+
+/* Mark a flow closed in both entries; the first to see it lowers the active counts. */
+static __always_inline void ct_close(struct flow_nat *nat, struct flow_nat *peer)
+{
+    if (!(nat->flags & CT_F_CLOSED))
+        add_active(nat->server, nat->frontend, -1);
+    nat->flags |= CT_F_CLOSED;
+    if (peer)
+        peer->flags |= CT_F_CLOSED;
+}
+
+/* An entry is no longer this packet's flow: timed out, or a SYN reusing the tuple of a
+ * closed flow (which then gets a new server and a new SNAT port). */
+static __always_inline int ct_is_over(struct flow_nat *nat, const struct packet *pkt,
+                                      __u64 now)
+{
+    if (ct_expired(nat, now)) {
+        if (!(nat->flags & (CT_F_CLOSED | CT_F_REPLY))) {
+            add_active(nat->server, nat->frontend, -1);
+            nat->flags |= CT_F_CLOSED;
+        }
+        return 1;
+    }
+    return (nat->flags & CT_F_CLOSED) && !(nat->flags & CT_F_REPLY) &&
+           (pkt->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST)) == TCP_SYN;
+}
+
+/* FIN and RST move the flow towards closed, in both entries. */
+static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct packet *pkt)
+{
+    __u8 flags = pkt->tcp_flags;
+    if (!(flags & (TCP_FIN | TCP_RST)))
+        return;
+    struct flow_key peer_key;
+    ct_peer_key(nat, pkt->key.proto, &peer_key);
+    struct flow_nat *peer = conntrack.lookup(&peer_key);
+    if (flags & TCP_RST) {
+        ct_close(nat, peer);
+        return;
+    }
+    __u8 fin = (nat->flags & CT_F_REPLY) ? CT_F_FIN_SERVER : CT_F_FIN_CLIENT;
+    nat->flags |= fin;
+    __u8 seen = nat->flags;
+    if (peer) {
+        peer->flags |= fin;
+        seen |= peer->flags;
+    }
+    if ((seen & (CT_F_FIN_CLIENT | CT_F_FIN_SERVER)) == (CT_F_FIN_CLIENT | CT_F_FIN_SERVER))
+        ct_close(nat, peer);
+}
+
+/* Claim an SNAT port towards the server by inserting the reply entry: BPF_NOEXIST makes
+ * the insert the claim, so two CPUs never share a port. An expired holder is replaced.
+ * Each CPU walks its own interleaved sequence through the range. Returns the port in
+ * host order, or 0. */
+static __always_inline __u16 snat_claim(struct flow_key *reply_key, struct flow_nat *reply,
+                                        __u64 now)
+{
+    __u32 zero = 0;
+    __u32 *cursor = snat_cursor.lookup(&zero);
+    if (!cursor)
+        return 0;
+    __u32 cpu = bpf_get_smp_processor_id();
+    for (int i = 0; i < SNAT_PORT_TRIES; i++) {
+        __u32 n = *cursor;
+        *cursor = n + 1;
+        __u16 port = SNAT_PORT_MIN + (n * NR_CPUS_POSSIBLE + cpu) % SNAT_PORT_COUNT;
+        reply_key->dport = bpf_htons(port);
+        if (conntrack.insert(reply_key, reply) == 0)
+            return port;
+        struct flow_nat *held = conntrack.lookup(reply_key);
+        if (held && ct_expired(held, now) && conntrack.update(reply_key, reply) == 0)
+            return port;
+    }
+    return 0;
+}
+
+/* A new flow to `srv`: claims the SNAT port with the reply entry and fills fwd, the
+ * forward entry, which ct_insert_forward stores once its next hop is known. Returns
+ * REASON_NONE or why the flow cannot be created. */
+static __always_inline int ct_create(const struct packet *pkt, const struct frontend *fe,
+                                     __u16 server_slot, const struct server *srv, __u64 now,
+                                     struct flow_nat *fwd, struct flow_key *reply_key)
+{
+    reply_key->src = srv->addr;
+    reply_key->dst = srv->snat;
+    reply_key->sport = srv->port;
+    reply_key->proto = pkt->key.proto;
+    reply_key->family = srv->family;
+    reply_key->pad = 0;
+    struct flow_nat reply = {
+        .src = pkt->key.dst,
+        .dst = pkt->key.src,
+        .sport = pkt->key.dport,
+        .dport = pkt->key.sport,
+        .family = pkt->key.family,
+        .flags = CT_F_REPLY,
+        .server = server_slot,
+        .frontend = fe->slot,
+        .idle_timeout_s = fe->idle_timeout_s,
+        .last_seen = now,
+    };
+    __u16 port = snat_claim(reply_key, &reply, now);
+    if (!port)
+        return REASON_DROP_NO_SNAT_PORT;
+
+    fwd->src = srv->snat;
+    fwd->dst = srv->addr;
+    fwd->sport = bpf_htons(port);
+    fwd->dport = srv->port;
+    fwd->family = srv->family;
+    fwd->flags = 0;
+    fwd->server = server_slot;
+    fwd->frontend = fe->slot;
+    fwd->pad = 0;
+    fwd->idle_timeout_s = fe->idle_timeout_s;
+    fwd->last_seen = now;
+    __builtin_memset(&fwd->nh, 0, sizeof(fwd->nh));
+    return REASON_NONE;
+}
+
+static __always_inline int ct_insert_forward(struct packet *pkt, struct flow_nat *fwd,
+                                             struct flow_key *reply_key)
+{
+    if (conntrack.update(&pkt->key, fwd)) {
+        conntrack.delete(reply_key);
+        return REASON_DROP_CONNTRACK_FULL;
+    }
+    return REASON_NONE;
+}
+
+#endif

@@ -1,0 +1,195 @@
+/* Every constant of the XDP program, each in #ifndef so the loader can override it with
+ * -DNAME=value. Python reads the defaults from this file (lbfast/xdp/consts.py), so
+ * numbers are written once. The exceptions belong to Python and always come from the
+ * loader: the algorithm codes (lbfast/enums.py), the source-hash seed
+ * (lbfast/hashing.py) and the kernel's tick rate, listed at the end.
+ */
+#ifndef LBFAST_CONSTS_H
+#define LBFAST_CONSTS_H
+
+/* ---- sizes of the maps ---- */
+#ifndef MAX_FRONTENDS
+#define MAX_FRONTENDS 256
+#endif
+#ifndef MAX_BACKENDS
+#define MAX_BACKENDS 128
+#endif
+#ifndef MAX_SERVERS
+#define MAX_SERVERS 2048
+#endif
+/* More selectors than backends: a backend's new table is written into a spare selector
+ * before its index flips to it, and freed selectors are reused last. */
+#ifndef MAX_SELECTORS
+#define MAX_SELECTORS (MAX_BACKENDS + 8)
+#endif
+/* Slots of a selector: the Maglev table size, a prime (lbfast.maglev.DEFAULT_SIZE). */
+#ifndef SELECTOR_SIZE
+#define SELECTOR_SIZE 16381
+#endif
+#ifndef CONNTRACK_SIZE
+#define CONNTRACK_SIZE 262144
+#endif
+#ifndef STICKY_SIZE
+#define STICKY_SIZE 65536
+#endif
+#ifndef THROTTLE_SIZE
+#define THROTTLE_SIZE 65536
+#endif
+/* leastconn compares at most this many servers of a backend per new flow */
+#ifndef LEASTCONN_MAX_SCAN
+#define LEASTCONN_MAX_SCAN 64
+#endif
+
+/* ---- where maps are pinned: a string literal (-DPIN_DIR='"/sys/fs/bpf/x"') ---- */
+#ifndef PIN_DIR
+#define PIN_DIR "/sys/fs/bpf/lbfast"
+#endif
+
+/* ---- SNAT ports: each CPU walks its own interleaved sequence through the range, so
+ * a port comes back into use as late as possible (servers keep TIME_WAIT) ---- */
+#ifndef SNAT_PORT_MIN
+#define SNAT_PORT_MIN 32768
+#endif
+#ifndef SNAT_PORT_MAX
+#define SNAT_PORT_MAX 60999
+#endif
+#ifndef SNAT_PORT_TRIES
+#define SNAT_PORT_TRIES 8
+#endif
+#ifndef NR_CPUS_POSSIBLE
+#define NR_CPUS_POSSIBLE 1
+#endif
+#define SNAT_PORT_COUNT (SNAT_PORT_MAX - SNAT_PORT_MIN + 1)
+
+/* ---- conntrack timing (the clock is jiffies: JIFFIES_PER_S comes from the loader) ---- */
+/* After a RST or FINs both ways: long enough for the last ACKs, and it keeps the SNAT
+ * port reserved while the server may hold TIME_WAIT on it. */
+#ifndef CT_CLOSING_TIMEOUT_S
+#define CT_CLOSING_TIMEOUT_S 60
+#endif
+/* An entry's last_seen and cached next hop are renewed at most this often (in
+ * jiffies: about a second), so established packets rarely write to the entry that both
+ * directions, often on two CPUs, read, and rarely pay for a FIB lookup. */
+#ifndef CT_REFRESH_JIFFIES
+#define CT_REFRESH_JIFFIES JIFFIES_PER_S
+#endif
+/* BPF_FIB_LOOKUP_* flags: 0 honours policy routing rules */
+#ifndef FIB_LOOKUP_FLAGS
+#define FIB_LOOKUP_FLAGS 0
+#endif
+
+/* ---- client_conn_throttle token bucket: tokens in thousandths of a connection ---- */
+#ifndef THROTTLE_TOKEN
+#define THROTTLE_TOKEN 1000
+#endif
+
+/* ---- address families in keys (not AF_*: one byte, and obvious in dumps) ---- */
+#ifndef FAMILY_V4
+#define FAMILY_V4 4
+#endif
+#ifndef FAMILY_V6
+#define FAMILY_V6 6
+#endif
+
+/* ---- flags in map values ---- */
+#ifndef CT_F_REPLY
+#define CT_F_REPLY 1          /* entry translates server -> client packets */
+#endif
+#ifndef CT_F_FIN_CLIENT
+#define CT_F_FIN_CLIENT 2     /* the client sent FIN */
+#endif
+#ifndef CT_F_FIN_SERVER
+#define CT_F_FIN_SERVER 4     /* the server sent FIN */
+#endif
+#ifndef CT_F_CLOSED
+#define CT_F_CLOSED 8         /* RST or FINs both ways seen: active counters lowered */
+#endif
+#ifndef CT_F_RESET
+#define CT_F_RESET 16         /* purged by the control plane: answer with RST */
+#endif
+#ifndef SERVER_F_IN_USE
+#define SERVER_F_IN_USE 1
+#endif
+#ifndef SERVER_F_USABLE
+#define SERVER_F_USABLE 2     /* in its backend's current selector: takes new flows */
+#endif
+#ifndef SERVER_F_DOWN
+#define SERVER_F_DOWN 4       /* health as the control plane last wrote it (kept in the
+                               * map so a restarted daemon knows it) */
+#endif
+#ifndef BACKEND_F_IN_USE
+#define BACKEND_F_IN_USE 1
+#endif
+
+/* ---- verdict reasons: index of the counter in `reasons`, and the verdict ----
+ * Anything neither to a frontend nor a reply to an SNAT port passes, uncounted. */
+#ifndef REASON_NONE
+#define REASON_NONE 0               /* not a verdict: what a step returns when all went well */
+#endif
+#ifndef REASON_DROP_MALFORMED
+#define REASON_DROP_MALFORMED 1     /* truncated/inconsistent Ethernet, IP, TCP or UDP header */
+#endif
+#ifndef REASON_PASS_FRAGMENT
+#define REASON_PASS_FRAGMENT 2      /* IP fragment: no ports to match; the kernel's job */
+#endif
+#ifndef REASON_PASS_IP_OPTIONS
+#define REASON_PASS_IP_OPTIONS 3    /* IPv4 options or IPv6 extension headers */
+#endif
+#ifndef REASON_PASS_TTL
+#define REASON_PASS_TTL 4           /* TTL/hop limit would hit 0: the kernel sends ICMP */
+#endif
+/* TCP non-SYN to a frontend, no conntrack entry: with the VIP local the kernel answers
+ * RST, so a client whose flow was lost fails fast instead of hanging. */
+#ifndef REASON_PASS_NO_STATE
+#define REASON_PASS_NO_STATE 5
+#endif
+#ifndef REASON_DROP_THROTTLED
+#define REASON_DROP_THROTTLED 6     /* new flow over client_conn_throttle */
+#endif
+/* No usable server: dropped, not refused, so a retransmitted SYN gets through if a
+ * server comes back within the client's connect timeout. */
+#ifndef REASON_DROP_NO_SERVER
+#define REASON_DROP_NO_SERVER 7
+#endif
+#ifndef REASON_DROP_NO_SNAT_PORT
+#define REASON_DROP_NO_SNAT_PORT 8  /* every SNAT port tried is taken for that server */
+#endif
+#ifndef REASON_DROP_CONNTRACK_FULL
+#define REASON_DROP_CONNTRACK_FULL 9 /* insert failed: the LRU found nothing to evict */
+#endif
+/* IPv4 UDP without checksum towards IPv6, which requires one: it cannot be computed
+ * incrementally. */
+#ifndef REASON_DROP_UDP_ZERO_CSUM
+#define REASON_DROP_UDP_ZERO_CSUM 10
+#endif
+#ifndef REASON_DROP_FIB
+#define REASON_DROP_FIB 11          /* no route, or forwarding off on the ingress device */
+#endif
+#ifndef REASON_DROP_FRAG_NEEDED
+#define REASON_DROP_FRAG_NEEDED 12  /* rewritten packet exceeds the egress MTU */
+#endif
+/* Next hop not resolved: the rewritten packet goes to the kernel, which resolves the
+ * neighbour and forwards it; later packets take the fast path. */
+#ifndef REASON_PASS_NO_NEIGH
+#define REASON_PASS_NO_NEIGH 13
+#endif
+#ifndef REASON_TX_RESET
+#define REASON_TX_RESET 14          /* flow purged by the control plane: answered with RST */
+#endif
+#ifndef REASON_COUNT
+#define REASON_COUNT 15
+#endif
+
+/* ---- owned by Python, always passed by the loader ---- */
+#if !defined(ALGO_ROUNDROBIN) || !defined(ALGO_LEASTCONN) || !defined(ALGO_SOURCE) || \
+    !defined(ALGO_FIRST)
+#error "algorithm codes come from lbfast.enums.AlgorithmCode through the loader's -D flags"
+#endif
+#ifndef SOURCE_HASH_SEED
+#error "SOURCE_HASH_SEED comes from lbfast.hashing.SOURCE_SEED through the loader's -D flags"
+#endif
+#ifndef JIFFIES_PER_S
+#error "JIFFIES_PER_S (the running kernel's HZ) comes from lbfast.xdp.clock via -D flags"
+#endif
+
+#endif

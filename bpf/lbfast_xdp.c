@@ -1,0 +1,140 @@
+/* lbfast's L4 data plane: full-NAT load balancing of TCP and UDP frontends in XDP.
+ *
+ *   parse      Ethernet (+1 VLAN tag), IPv4/IPv6, TCP/UDP           parsing.h
+ *   lookup     conntrack by 5-tuple: both directions of known flows conntrack.h
+ *   choose     new flow to a frontend: throttle, sticky, algorithm  throttle.h choose.h
+ *   rewrite    addresses, ports, checksums; IPv4 <-> IPv6           nat.h
+ *   send       FIB lookup, XDP_TX or redirect                        next_hop.h
+ *
+ * Everything else passes to the kernel. What is dropped or passed, and why, is listed
+ * with the reason codes in consts.h. Maps are in maps.h, their structs in structs.h.
+ */
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "parsing.h"
+#include "hashing.h"
+#include "checksum.h"
+#include "counters.h"
+#include "conntrack.h"
+#include "throttle.h"
+#include "choose.h"
+#include "nat.h"
+#include "next_hop.h"
+#include "reset.h"
+
+static __always_inline int parse_verdict(int parsed)
+{
+    switch (parsed) {
+    case PARSE_MALFORMED:
+        return verdict(XDP_DROP, REASON_DROP_MALFORMED);
+    case PARSE_FRAGMENT:
+        return verdict(XDP_PASS, REASON_PASS_FRAGMENT);
+    case PARSE_IP_OPTIONS:
+        return verdict(XDP_PASS, REASON_PASS_IP_OPTIONS);
+    default:
+        return XDP_PASS;
+    }
+}
+
+static __always_inline int forward_known_flow(struct xdp_md *ctx, struct packet *pkt,
+                                              struct flow_nat *nat, __u64 now)
+{
+    if (nat->flags & CT_F_RESET)
+        return reply_with_reset(ctx, pkt, nat);
+    if (pkt->ttl <= 1)
+        return verdict(XDP_PASS, REASON_PASS_TTL);
+    if (pkt->key.proto == IPPROTO_TCP)
+        ct_track_tcp(nat, pkt);
+    ct_touch(nat, now);
+    count_traffic(nat, pkt->frame_len, 0);
+
+    int unsent = REASON_NONE;
+    if (!nat->nh.ifindex)
+        unsent = resolve_next_hop(ctx, pkt, nat, &nat->nh);
+    int reason = nat_rewrite(ctx, pkt, nat);
+    if (reason)
+        return verdict(XDP_DROP, reason);
+    if (unsent)
+        return unsent_verdict(unsent);
+    return send_via(ctx, &nat->nh);
+}
+
+static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *pkt,
+                                            const struct frontend *fe, __u64 now)
+{
+    if (pkt->key.proto == IPPROTO_TCP &&
+        (pkt->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN)
+        return verdict(XDP_PASS, REASON_PASS_NO_STATE);
+    if (pkt->ttl <= 1)
+        return verdict(XDP_PASS, REASON_PASS_TTL);
+    if (!throttle_admits(fe, pkt, now))
+        return verdict(XDP_DROP, REASON_DROP_THROTTLED);
+
+    int slot = choose_server(fe, pkt, now);
+    if (slot < 0)
+        return verdict(XDP_DROP, REASON_DROP_NO_SERVER);
+    __u32 server_slot = slot;
+    struct server *srv = servers.lookup(&server_slot);
+    if (!srv || !(srv->flags & SERVER_F_IN_USE))
+        return verdict(XDP_DROP, REASON_DROP_NO_SERVER);
+
+    struct flow_nat fwd;
+    struct flow_key reply_key;
+    int reason = ct_create(pkt, fe, server_slot, srv, now, &fwd, &reply_key);
+    if (reason)
+        return verdict(XDP_DROP, reason);
+    int unsent = resolve_next_hop(ctx, pkt, &fwd, &fwd.nh);
+    reason = ct_insert_forward(pkt, &fwd, &reply_key);
+    if (reason)
+        return verdict(XDP_DROP, reason);
+    add_active(fwd.server, fwd.frontend, 1);
+    count_traffic(&fwd, pkt->frame_len, 1);
+
+    reason = nat_rewrite(ctx, pkt, &fwd);
+    if (reason)
+        return verdict(XDP_DROP, reason);
+    if (unsent)
+        return unsent_verdict(unsent);
+    return send_via(ctx, &fwd.nh);
+}
+
+static __always_inline int lbfast(struct xdp_md *ctx)
+{
+    struct packet pkt = {};
+    int parsed = parse_packet(ctx, &pkt);
+    if (parsed != PARSE_OK)
+        return parse_verdict(parsed);
+
+    __u64 now = bpf_jiffies64();
+    struct flow_nat *nat = conntrack.lookup(&pkt.key);
+    if (nat && !ct_is_over(nat, &pkt, now))
+        return forward_known_flow(ctx, &pkt, nat, now);
+
+    struct frontend_key fk = {
+        .vip = pkt.key.dst,
+        .port = pkt.key.dport,
+        .proto = pkt.key.proto,
+        .family = pkt.key.family,
+    };
+    struct frontend *fe = frontends.lookup(&fk);
+    if (!fe)
+        return XDP_PASS;
+    return forward_new_flow(ctx, &pkt, fe, now);
+}
+
+#ifndef LBFAST_BENCH
+int lbfast_xdp(struct xdp_md *ctx)
+{
+    return lbfast(ctx);
+}
+#else
+#include "bench.h"
+#endif

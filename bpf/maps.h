@@ -1,0 +1,41 @@
+/* Every map of the program, in one place. All are pinned under PIN_DIR: a restarted
+ * daemon (or a new program version) picks up the same conntrack, tables and counters,
+ * so established flows survive. The loader drops a pin whose layout no longer matches.
+ */
+#ifndef LBFAST_MAPS_H
+#define LBFAST_MAPS_H
+
+#include "structs.h"
+
+#define PINNED(name) PIN_DIR "/" #name
+
+/* ---- configuration, written by the control plane ---- */
+BPF_TABLE_PINNED("hash", struct frontend_key, struct frontend, frontends, MAX_FRONTENDS,
+                 PINNED(frontends));
+BPF_TABLE_PINNED("array", u32, struct backend, backends, MAX_BACKENDS, PINNED(backends));
+BPF_TABLE_PINNED("array", u32, struct selector, selectors, MAX_SELECTORS, PINNED(selectors));
+BPF_TABLE_PINNED("array", u32, struct server, servers, MAX_SERVERS, PINNED(servers));
+
+/* ---- flow state, written by the program ---- */
+/* Both directions of every flow: LRU, so a flood of new flows evicts the idlest. */
+BPF_TABLE_PINNED("lru_hash", struct flow_key, struct flow_nat, conntrack, CONNTRACK_SIZE,
+                 PINNED(conntrack));
+BPF_TABLE_PINNED("lru_hash", struct sticky_key, struct sticky, sticky, STICKY_SIZE,
+                 PINNED(sticky));
+BPF_TABLE_PINNED("lru_hash", struct throttle_key, struct throttle_bucket, throttle,
+                 THROTTLE_SIZE, PINNED(throttle));
+/* Per-CPU cursors: roundrobin position per backend, SNAT port sequence. */
+BPF_TABLE_PINNED("percpu_array", u32, u32, rr_cursor, MAX_BACKENDS, PINNED(rr_cursor));
+BPF_TABLE_PINNED("percpu_array", u32, u32, snat_cursor, 1, PINNED(snat_cursor));
+
+/* ---- counters ---- */
+BPF_TABLE_PINNED("percpu_array", u32, struct traffic, frontend_traffic, MAX_FRONTENDS,
+                 PINNED(frontend_traffic));
+BPF_TABLE_PINNED("percpu_array", u32, struct traffic, server_traffic, MAX_SERVERS,
+                 PINNED(server_traffic));
+/* Open connections: shared (leastconn compares them across CPUs), changed with atomic
+ * adds on a new flow and on its close. One entry. */
+BPF_TABLE_PINNED("array", u32, struct active_conns, active_conns, 1, PINNED(active_conns));
+BPF_TABLE_PINNED("percpu_array", u32, u64, reasons, REASON_COUNT, PINNED(reasons));
+
+#endif

@@ -1,0 +1,82 @@
+/* Where a rewritten packet goes: the kernel's FIB gives the egress device and both MAC
+ * addresses, cached in the conntrack entry; out the same device is XDP_TX, else a
+ * redirect. XDP never resolves neighbours, so with an unresolved next hop the
+ * rewritten packet goes to the kernel stack, which resolves it and forwards the packet
+ * itself (nothing is cached, so the next packet asks the FIB again). */
+#ifndef LBFAST_NEXT_HOP_H
+#define LBFAST_NEXT_HOP_H
+
+#include "counters.h"
+#include "parsing.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/* The IP length once nat's rewrite is done (4 <-> 6 changes the header by 20 bytes). */
+static __always_inline __u32 l3_len_after(const struct packet *pkt, const struct flow_nat *nat)
+{
+    if (nat->family == pkt->key.family)
+        return pkt->l3_len;
+    return nat->family == FAMILY_V6 ? pkt->l3_len + 20 : pkt->l3_len - 20;
+}
+
+/* FIB lookup for nat's tuple into nh. Returns REASON_NONE or why the packet cannot be
+ * sent from here (pass_no_neigh: the kernel will; drop_frag_needed; drop_fib). */
+static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct packet *pkt,
+                                            const struct flow_nat *nat, struct next_hop *nh)
+{
+    struct bpf_fib_lookup fib = {};
+    fib.l4_protocol = pkt->key.proto;
+    fib.sport = nat->sport;
+    fib.dport = nat->dport;
+    fib.tot_len = l3_len_after(pkt, nat);
+    fib.ifindex = ctx->ingress_ifindex;
+    if (nat->family == FAMILY_V4) {
+        fib.family = AF_INET;
+        fib.tos = pkt->tos;
+        fib.ipv4_src = nat->src.v4;
+        fib.ipv4_dst = nat->dst.v4;
+    } else {
+        fib.family = AF_INET6;
+        __builtin_memcpy(fib.ipv6_src, &nat->src, 16);
+        __builtin_memcpy(fib.ipv6_dst, &nat->dst, 16);
+    }
+    int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), FIB_LOOKUP_FLAGS);
+    if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+        return REASON_PASS_NO_NEIGH;
+    if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+        return REASON_DROP_FRAG_NEEDED;
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+        return REASON_DROP_FIB;
+    __builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
+    __builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
+    nh->ifindex = fib.ifindex;
+    return REASON_NONE;
+}
+
+/* The verdict for a rewritten packet that resolve_next_hop could not place. */
+static __always_inline int unsent_verdict(int reason)
+{
+    return verdict(reason == REASON_PASS_NO_NEIGH ? XDP_PASS : XDP_DROP, reason);
+}
+
+/* next_hop starts with dmac, smac: the first 12 bytes of the Ethernet header, copied as
+ * two words (a memcpy into the packed ethhdr would go byte by byte) */
+static __always_inline int send_via(struct xdp_md *ctx, const struct next_hop *nh)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    if (data + ETH_HLEN > data_end)
+        return verdict(XDP_DROP, REASON_DROP_MALFORMED);
+    *(__u64 *)data = *(const __u64 *)nh->dmac;
+    *(__u32 *)(data + 8) = *(const __u32 *)(nh->dmac + 8);
+    if (nh->ifindex == ctx->ingress_ifindex)
+        return XDP_TX;
+    return bpf_redirect(nh->ifindex, 0);
+}
+
+#endif

@@ -1,0 +1,36 @@
+"""The LB address a server's flows leave from (full NAT): by default the preferred source
+of the route to the server, as the kernel would choose it; or one of the configured
+`snat_addresses` of the server's family."""
+import ipaddress
+
+from pyroute2 import IPRoute
+
+
+class SnatError(RuntimeError):
+    pass
+
+
+class SnatResolver:
+    def __init__(self, ipr: IPRoute, snat_addresses: list[str] | None = None):
+        self._ipr = ipr
+        self._configured = [ipaddress.ip_address(a) for a in (snat_addresses or [])]
+
+    def route(self, server_ip: str) -> tuple[str, int]:
+        """(preferred source address, egress ifindex) of the route to server_ip."""
+        try:
+            msgs = self._ipr.route("get", dst=server_ip)
+        except Exception as e:  # NetlinkError: no route
+            raise SnatError(f"no route to server {server_ip}: {e}") from e
+        msg = msgs[0]
+        return msg.get_attr("RTA_PREFSRC"), msg.get_attr("RTA_OIF")
+
+    def source_for(self, server_ip: str) -> str:
+        version = ipaddress.ip_address(server_ip).version
+        configured = [a for a in self._configured if a.version == version]
+        if configured:
+            return str(configured[0])
+        src, _ = self.route(server_ip)
+        if not src:
+            raise SnatError(f"the route to server {server_ip} has no source address; "
+                            f"configure snat_addresses")
+        return src
