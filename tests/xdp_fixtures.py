@@ -1,0 +1,441 @@
+"""Packet fixtures for the XDP program, Katran-style: each case is a description, the
+configuration and earlier packets it needs, one input packet built with scapy, the
+expected verdict, the expected output packet (compared byte for byte, checksums
+included) and the reason counter it should bump. tests/test_xdp_fixtures.py runs them
+through BPF_PROG_TEST_RUN in a testbed's LB namespace.
+
+Every case starts from empty flow state (conntrack, sticky, throttle, cursors) and runs
+on CPU 0, so server choice and SNAT ports are deterministic: the k-th new flow of a case
+gets SNAT port 32768 + k * (possible CPUs), see World.snat_port.
+"""
+from __future__ import annotations
+
+import ctypes as ct
+from dataclasses import dataclass, field
+from typing import Callable
+
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
+from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.packet import Packet, Raw
+
+from lbfast import hashing, maglev
+from lbfast.enums import Algorithm, Protocol, ServerMode, Stickiness
+from lbfast.spec import BackendSpec, FrontendSpec, ServerSpec
+from lbfast.xdp import structs as st
+
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
+VPORT = 80
+SPORT = 8080
+CLIENT_PORT = 40000
+FIRST_SNAT_PORT = 32768
+SMALL_CONNTRACK = 1024     # the fixtures' build: small enough to fill in a case
+
+
+@dataclass
+class World:
+    """What the cases are built from: a testbed's addresses and MACs, and the loaded
+    (not attached) dataplane in its LB namespace."""
+    tb: object
+    dp: object
+
+    @property
+    def client_ip(self) -> str:
+        return self.tb.client.ip
+
+    def server_ip(self, i: int, v6: bool = False) -> str:
+        return self.tb.backends[i].ip6 if v6 else self.tb.backends[i].ip
+
+    def snat_ip(self, i: int, v6: bool = False) -> str:
+        return self.tb.lb_backend_ip6s[i] if v6 else self.tb.lb_backend_ips[i]
+
+    def to_lb(self) -> Ether:
+        """Ethernet header of a packet from the client to the LB."""
+        return Ether(src=self.tb.mac(self.tb.client), dst=self.tb.mac(self.tb.lb))
+
+    def lb_to_server(self, i: int) -> Ether:
+        return Ether(src=self.tb.mac(self.tb.lb, self.tb.lb_backend_ifs[i]),
+                     dst=self.tb.mac(self.tb.backends[i]))
+
+    def server_to_lb(self, i: int) -> Ether:
+        return Ether(src=self.tb.mac(self.tb.backends[i]),
+                     dst=self.tb.mac(self.tb.lb, self.tb.lb_backend_ifs[i]))
+
+    def lb_to_client(self) -> Ether:
+        return Ether(src=self.tb.mac(self.tb.lb), dst=self.tb.mac(self.tb.client))
+
+    def snat_port(self, k: int) -> int:
+        """The SNAT port of a case's k-th new flow (CPU 0's share of the range)."""
+        return FIRST_SNAT_PORT + k * int(self.dp.consts["NR_CPUS_POSSIBLE"])
+
+
+@dataclass
+class Send:
+    """One packet into the program, arriving on `ingress` ("client" or "b0"/"b1")."""
+    packet: Packet
+    ingress: str = "client"
+
+
+@dataclass
+class Case:
+    description: str
+    frontends: Callable[[World], list[FrontendSpec]]
+    packet: Callable[[World], Send]
+    verdict: int
+    expected: Callable[[World], Packet] | None = None   # None: output not compared
+    reason: str | None = None                           # counter that goes up by one
+    before: list[Callable[[World], Send]] = field(default_factory=list)
+    setup: Callable[[World], None] | None = None        # after `before`, before `packet`
+    check: Callable[[World], None] | None = None        # more assertions, after `packet`
+
+    @property
+    def id(self) -> str:
+        return self.description.lower().replace(" ", "-").replace(",", "").replace(":", "")
+
+
+# ---------------------------------------------------------------------- configuration
+def servers(w: World, *specs: tuple, v6: bool = False) -> tuple[ServerSpec, ...]:
+    """(index, weight, mode) per server: index i is the testbed's backend i."""
+    out = []
+    for n, (i, weight, mode) in enumerate(specs):
+        out.append(ServerSpec(id=n + 1, address=w.server_ip(i, v6), port=SPORT, weight=weight,
+                              mode=mode))
+    return tuple(out)
+
+
+def config(algorithm: Algorithm = Algorithm.ROUNDROBIN, weights=(1, 1),
+           modes=(ServerMode.ACCEPT, ServerMode.ACCEPT), protocol: Protocol = Protocol.TCP,
+           throttle: int = 0, stickiness: Stickiness = Stickiness.NONE, v6_servers=False,
+           vip: str | None = None):
+    def build(w: World) -> list[FrontendSpec]:
+        srv = servers(w, *((i, weights[i], modes[i]) for i in range(len(weights))),
+                      v6=v6_servers)
+        be = BackendSpec(id=1, uuid="b-1", name="pool", protocol=Protocol.TCP,
+                         algorithm=algorithm, stickiness=stickiness, servers=srv)
+        fe = FrontendSpec(id=10, uuid="f-10", name="fe", lb_id=1, address=vip or w.tb.vip,
+                          port=VPORT, protocol=protocol, backend=be,
+                          client_conn_throttle=throttle)
+        # an L7 frontend on the same VIP: the program must leave it to the kernel
+        web = FrontendSpec(id=11, uuid="f-11", name="web", lb_id=1, address=w.tb.vip,
+                           port=443, protocol=Protocol.HTTPS, backend=be)
+        return [fe, web]
+    return build
+
+
+DEFAULT = config()
+
+
+# ---------------------------------------------------------------------- packets
+def syn(port: int = CLIENT_PORT, src: str | None = None, **ip):
+    def build(w: World) -> Send:
+        return Send(w.to_lb() / IP(src=src or w.client_ip, dst=w.tb.vip, ttl=64, id=7, **ip)
+                    / TCP(sport=port, dport=VPORT, flags="S", seq=1000, window=64240))
+    return build
+
+
+def ack(port: int = CLIENT_PORT, flags: str = "A", payload: bytes = b"GET / HTTP/1.0\r\n\r\n"):
+    def build(w: World) -> Send:
+        return Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64, id=8)
+                    / TCP(sport=port, dport=VPORT, flags=flags, seq=1001, ack=5001)
+                    / Raw(payload))
+    return build
+
+
+def forwarded(server: int | Callable[[World], int], k: int = 0):
+    """What the server should receive for syn(), the case's k-th new flow."""
+    def build(w: World) -> Packet:
+        i = server(w) if callable(server) else server
+        return (w.lb_to_server(i)
+                / IP(src=w.snat_ip(i), dst=w.server_ip(i), ttl=63, id=7)
+                / TCP(sport=w.snat_port(k), dport=SPORT, flags="S", seq=1000, window=64240))
+    return build
+
+
+def forwarded_ack(server: int, k: int = 0, payload: bytes = b"GET / HTTP/1.0\r\n\r\n"):
+    def build(w: World) -> Packet:
+        return (w.lb_to_server(server)
+                / IP(src=w.snat_ip(server), dst=w.server_ip(server), ttl=63, id=8)
+                / TCP(sport=w.snat_port(k), dport=SPORT, flags="A", seq=1001, ack=5001)
+                / Raw(payload))
+    return build
+
+
+def syn_ack_from(server: int, k: int = 0):
+    def build(w: World) -> Send:
+        return Send(w.server_to_lb(server)
+                    / IP(src=w.server_ip(server), dst=w.snat_ip(server), ttl=64, id=9)
+                    / TCP(sport=SPORT, dport=w.snat_port(k), flags="SA", seq=5000, ack=1001),
+                    ingress=f"b{server}")
+    return build
+
+
+def syn_ack_to_client(w: World) -> Packet:
+    return (w.lb_to_client() / IP(src=w.tb.vip, dst=w.client_ip, ttl=63, id=9)
+            / TCP(sport=VPORT, dport=CLIENT_PORT, flags="SA", seq=5000, ack=1001))
+
+
+def rst_from_client(port: int):
+    def build(w: World) -> Send:
+        return Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64)
+                    / TCP(sport=port, dport=VPORT, flags="R", seq=1001))
+    return build
+
+
+def raw_frame(make: Callable[[World], bytes]):
+    """A frame given as bytes (malformed ones scapy would fix up)."""
+    def build(w: World) -> Send:
+        return Send(Raw(make(w)))
+    return build
+
+
+def truncated(keep: int):
+    """A SYN to the VIP cut after `keep` bytes (no Ethernet padding)."""
+    return raw_frame(lambda w: bytes(syn()(w).packet)[:keep])
+
+
+def patched(offset: int, value: bytes):
+    """A SYN to the VIP with bytes overwritten at `offset` (checksums left stale)."""
+    def make(w: World) -> bytes:
+        b = bytearray(bytes(syn()(w).packet))
+        b[offset:offset + len(value)] = value
+        return bytes(b)
+    return raw_frame(make)
+
+
+def maglev_choice(w: World) -> int:
+    """The backend index the source algorithm must pick for the client: the same
+    table and hash the program uses, computed in Python."""
+    keys = [f"{w.server_ip(i)}:{SPORT}" for i in (0, 1)]
+    table = maglev.build_table(keys, [1, 1])
+    return table[hashing.source_slot(w.client_ip, len(table))]
+
+
+def _filler_key(i: int) -> st.FlowKey:
+    return st.FlowKey(src=st.Addr.of(f"10.99.{i // 250}.{i % 250 + 1}"),
+                      dst=st.Addr.of("10.98.0.1"), sport=st.be16(1000 + i), dport=st.be16(53),
+                      proto=17, family=st.FAMILY_V4)
+
+
+def fill_conntrack(w: World) -> None:
+    """Fill the fixtures' small conntrack with unrelated flows."""
+    m = w.dp.maps["conntrack"]
+    for i in range(SMALL_CONNTRACK):
+        m.set(_filler_key(i), st.FlowNat())
+
+
+def conntrack_stayed_full(w: World) -> None:
+    m = w.dp.maps["conntrack"]
+    entries = sum(1 for _ in m.keys())
+    assert entries <= SMALL_CONNTRACK, entries
+    key = st.FlowKey(src=st.Addr.of(w.client_ip), dst=st.Addr.of(w.tb.vip),
+                     sport=st.be16(CLIENT_PORT), dport=st.be16(VPORT), proto=6,
+                     family=st.FAMILY_V4)
+    assert m.get(key) is not None, "the new flow has no conntrack entry"
+    evicted = sum(1 for i in range(SMALL_CONNTRACK) if m.get(_filler_key(i)) is None)
+    assert evicted >= 2, "the LRU should have evicted filler entries for both directions"
+
+
+def set_health(server: int, up: bool):
+    def run(w: World) -> None:
+        w.dp.set_server_health(1, f"{w.server_ip(server)}:{SPORT}", up)
+    return run
+
+
+def reapply(frontends):
+    def run(w: World) -> None:
+        w.dp.apply(frontends(w))
+    return run
+
+
+def purge(server: int):
+    def run(w: World) -> None:
+        w.dp.purge_server(1, f"{w.server_ip(server)}:{SPORT}")
+    return run
+
+
+def rst_to_client(seq: int):
+    def build(w: World) -> Packet:
+        return (Ether(src=w.tb.mac(w.tb.lb), dst=w.tb.mac(w.tb.client))
+                / IP(src=w.tb.vip, dst=w.client_ip, ttl=64, id=0, flags="DF")
+                / TCP(sport=VPORT, dport=CLIENT_PORT, flags="R", seq=seq, ack=0, window=0))
+    return build
+
+
+def _port_seq(n: int) -> list[Callable[[World], Send]]:
+    return [syn(CLIENT_PORT + 1 + i) for i in range(n)]
+
+
+# ---------------------------------------------------------------------- the cases
+CASES: list[Case] = [
+    # ---- forward, established, reply
+    Case("forward: SYN of a new flow goes to the first server with an SNAT source",
+         DEFAULT, syn(), XDP_REDIRECT, forwarded(0)),
+    Case("established: a data packet follows its flow's server and SNAT port",
+         DEFAULT, ack(), XDP_REDIRECT, forwarded_ack(0), before=[syn()]),
+    Case("reply: the server's SYN-ACK is translated back to VIP -> client",
+         DEFAULT, syn_ack_from(0), XDP_REDIRECT, syn_ack_to_client, before=[syn()]),
+    Case("forward: a retransmitted SYN stays on its flow",
+         DEFAULT, syn(), XDP_REDIRECT, forwarded(0), before=[syn()]),
+    Case("forward: UDP starts a flow on any packet",
+         config(protocol=Protocol.UDP),
+         lambda w: Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64, id=3)
+                        / UDP(sport=CLIENT_PORT, dport=VPORT) / Raw(b"ping")),
+         XDP_REDIRECT,
+         lambda w: (w.lb_to_server(0) / IP(src=w.snat_ip(0), dst=w.server_ip(0), ttl=63, id=3)
+                    / UDP(sport=w.snat_port(0), dport=SPORT) / Raw(b"ping"))),
+    Case("forward: IPv4 UDP without checksum stays without",
+         config(protocol=Protocol.UDP),
+         raw_frame(lambda w: bytes(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64, id=3)
+                                   / UDP(sport=CLIENT_PORT, dport=VPORT, chksum=0)
+                                   / Raw(b"ping"))),
+         XDP_REDIRECT,
+         lambda w: (w.lb_to_server(0) / IP(src=w.snat_ip(0), dst=w.server_ip(0), ttl=63, id=3)
+                    / UDP(sport=w.snat_port(0), dport=SPORT, chksum=0) / Raw(b"ping"))),
+    # ---- algorithms
+    Case("roundrobin 3:1: the third new flow goes to the weight-1 server (order 0,0,1,0)",
+         config(weights=(3, 1)), syn(), XDP_REDIRECT, forwarded(1, k=2),
+         before=_port_seq(2)),
+    Case("roundrobin 3:1: the fourth new flow is back on the weight-3 server",
+         config(weights=(3, 1)), syn(), XDP_REDIRECT, forwarded(0, k=3),
+         before=_port_seq(3)),
+    Case("leastconn: the server with fewer open flows wins though the scan starts elsewhere",
+         config(Algorithm.LEASTCONN), syn(), XDP_REDIRECT, forwarded(1, k=2),
+         # flow A -> b0, flow B -> b1, B reset: b0 has 1 open, b1 0; C's scan starts at b0
+         before=[syn(CLIENT_PORT + 1), syn(CLIENT_PORT + 2), rst_from_client(CLIENT_PORT + 2)]),
+    Case("source: the Maglev slot of the client's address, as Python computes it",
+         config(Algorithm.SOURCE), syn(), XDP_REDIRECT, forwarded(maglev_choice)),
+    Case("source: every flow of a client lands on the same server",
+         config(Algorithm.SOURCE), syn(), XDP_REDIRECT, forwarded(maglev_choice, k=3),
+         before=_port_seq(3)),
+    Case("first: always the first usable server",
+         config(Algorithm.FIRST), syn(), XDP_REDIRECT, forwarded(0, k=2), before=_port_seq(2)),
+    Case("table stickiness: a client returns to its server after the rotation moved on",
+         config(stickiness=Stickiness.TABLE), syn(), XDP_REDIRECT, forwarded(0, k=2),
+         before=_port_seq(2)),
+    # ---- node modes and health
+    Case("reject: a rejecting server gets no new flow",
+         config(modes=(ServerMode.REJECT, ServerMode.ACCEPT)), syn(), XDP_REDIRECT,
+         forwarded(1, k=2), before=_port_seq(2)),
+    Case("drain: no new flows for a draining server",
+         config(modes=(ServerMode.DRAIN, ServerMode.ACCEPT)), syn(), XDP_REDIRECT,
+         forwarded(1, k=2), before=_port_seq(2)),
+    Case("drain: an established flow keeps its server after it starts draining",
+         DEFAULT, ack(), XDP_REDIRECT, forwarded_ack(0), before=[syn()],
+         setup=reapply(config(modes=(ServerMode.DRAIN, ServerMode.ACCEPT)))),
+    Case("backup: unused while an accept server is usable",
+         config(modes=(ServerMode.ACCEPT, ServerMode.BACKUP)), syn(), XDP_REDIRECT,
+         forwarded(0, k=2), before=_port_seq(2)),
+    Case("backup: takes new flows when no accept server is up",
+         config(modes=(ServerMode.ACCEPT, ServerMode.BACKUP)), syn(), XDP_REDIRECT,
+         forwarded(1), setup=set_health(0, False)),
+    Case("health: a down server gets no new flow",
+         DEFAULT, syn(), XDP_REDIRECT, forwarded(1, k=1), before=_port_seq(1),
+         setup=set_health(0, False)),
+    Case("health: a down server keeps its established flows",
+         DEFAULT, ack(), XDP_REDIRECT, forwarded_ack(0), before=[syn()],
+         setup=set_health(0, False)),
+    Case("health: no usable server drops the SYN (the client retries)",
+         DEFAULT, syn(), XDP_DROP, reason="drop_no_server",
+         setup=lambda w: (set_health(0, False)(w), set_health(1, False)(w))),
+    Case("shutdown_sessions: a purged flow's next packet is answered with a RST",
+         DEFAULT, ack(), XDP_TX, rst_to_client(5001), reason="tx_reset",
+         before=[syn()], setup=purge(0)),
+    # ---- throttle
+    Case("client_conn_throttle 2/s: the third SYN within the second is dropped",
+         config(throttle=2), syn(), XDP_DROP, reason="drop_throttled", before=_port_seq(2)),
+    Case("client_conn_throttle 2/s: another source is not limited by the first",
+         config(throttle=2), syn(src="10.200.0.3"), XDP_REDIRECT, before=_port_seq(2)),
+    # ---- address families
+    Case("IPv6 server behind an IPv4 VIP: the SYN is translated to IPv6",
+         config(v6_servers=True), syn(), XDP_REDIRECT,
+         lambda w: (w.lb_to_server(0)
+                    / IPv6(src=w.snat_ip(0, v6=True), dst=w.server_ip(0, v6=True), hlim=63)
+                    / TCP(sport=w.snat_port(0), dport=SPORT, flags="S", seq=1000,
+                          window=64240))),
+    Case("IPv6 server behind an IPv4 VIP: its reply is translated back to IPv4",
+         config(v6_servers=True),
+         lambda w: Send(w.server_to_lb(0)
+                        / IPv6(src=w.server_ip(0, v6=True), dst=w.snat_ip(0, v6=True),
+                               hlim=64)
+                        / TCP(sport=SPORT, dport=w.snat_port(0), flags="SA", seq=5000,
+                              ack=1001), ingress="b0"),
+         XDP_REDIRECT,
+         lambda w: (w.lb_to_client() / IP(src=w.tb.vip, dst=w.client_ip, ttl=63, id=0,
+                                          flags="DF")
+                    / TCP(sport=VPORT, dport=CLIENT_PORT, flags="SA", seq=5000, ack=1001)),
+         before=[syn()]),
+    Case("IPv6 VIP to IPv6 servers",
+         config(v6_servers=True, vip="fd00:200:ffff::1"),
+         lambda w: Send(w.to_lb() / IPv6(src=w.tb.client.ip6, dst=w.tb.vip6, hlim=64)
+                        / TCP(sport=CLIENT_PORT, dport=VPORT, flags="S", seq=1000)),
+         XDP_REDIRECT,
+         lambda w: (w.lb_to_server(0)
+                    / IPv6(src=w.snat_ip(0, v6=True), dst=w.server_ip(0, v6=True), hlim=63)
+                    / TCP(sport=w.snat_port(0), dport=SPORT, flags="S", seq=1000))),
+    # ---- encapsulation
+    Case("VLAN: a tagged SYN is balanced and keeps its tag",
+         DEFAULT,
+         lambda w: Send(w.to_lb() / Dot1Q(vlan=100) / IP(src=w.client_ip, dst=w.tb.vip,
+                                                         ttl=64, id=7)
+                        / TCP(sport=CLIENT_PORT, dport=VPORT, flags="S", seq=1000,
+                              window=64240)),
+         XDP_REDIRECT,
+         lambda w: (w.lb_to_server(0) / Dot1Q(vlan=100)
+                    / IP(src=w.snat_ip(0), dst=w.server_ip(0), ttl=63, id=7)
+                    / TCP(sport=w.snat_port(0), dport=SPORT, flags="S", seq=1000,
+                          window=64240))),
+    # ---- what the program leaves alone or refuses
+    Case("pass: a non-SYN TCP packet without state goes to the kernel (it answers RST)",
+         DEFAULT, ack(), XDP_PASS, reason="pass_no_state"),
+    Case("pass: an L7 (https) frontend on the same VIP is the kernel's",
+         DEFAULT, lambda w: Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip)
+                                 / TCP(sport=CLIENT_PORT, dport=443, flags="S")), XDP_PASS),
+    Case("pass: traffic to other addresses is untouched",
+         DEFAULT, lambda w: Send(w.to_lb() / IP(src=w.client_ip, dst="10.200.1.2")
+                                 / TCP(sport=CLIENT_PORT, dport=8080, flags="S")), XDP_PASS,
+         lambda w: w.to_lb() / IP(src=w.client_ip, dst="10.200.1.2")
+         / TCP(sport=CLIENT_PORT, dport=8080, flags="S")),
+    Case("pass: ARP", DEFAULT,
+         lambda w: Send(Ether(src=w.tb.mac(w.tb.client), dst="ff:ff:ff:ff:ff:ff")
+                        / ARP(psrc=w.client_ip, pdst=w.tb.lb_client_ip)), XDP_PASS),
+    Case("pass: TTL 1 is the kernel's to answer with ICMP",
+         DEFAULT, lambda w: Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=1)
+                                 / TCP(sport=CLIENT_PORT, dport=VPORT, flags="S")),
+         XDP_PASS, reason="pass_ttl"),
+    Case("pass: an IPv4 fragment (MF set)",
+         DEFAULT, lambda w: Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, flags="MF")
+                                 / TCP(sport=CLIENT_PORT, dport=VPORT, flags="S")),
+         XDP_PASS, reason="pass_fragment"),
+    Case("pass: a later IPv4 fragment (offset set)",
+         DEFAULT, lambda w: Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, frag=100,
+                                                proto=6) / Raw(b"x" * 24)),
+         XDP_PASS, reason="pass_fragment"),
+    Case("pass: an IPv6 fragment",
+         config(v6_servers=True, vip="fd00:200:ffff::1"),
+         lambda w: Send(w.to_lb() / IPv6(src=w.tb.client.ip6, dst=w.tb.vip6)
+                        / IPv6ExtHdrFragment(m=1) / TCP(sport=CLIENT_PORT, dport=VPORT)),
+         XDP_PASS, reason="pass_fragment"),
+    Case("pass: IPv4 options",
+         DEFAULT, lambda w: Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip,
+                                                options=[b"\x01\x01\x01\x00"])
+                                 / TCP(sport=CLIENT_PORT, dport=VPORT, flags="S")),
+         XDP_PASS, reason="pass_ip_options"),
+    Case("drop: truncated IPv4 header", DEFAULT, truncated(14 + 12), XDP_DROP,
+         reason="drop_malformed"),
+    Case("drop: truncated TCP header", DEFAULT, truncated(14 + 20 + 10), XDP_DROP,
+         reason="drop_malformed"),
+    Case("drop: IPv4 total length beyond the frame", DEFAULT, patched(16, b"\x05\xdc"),
+         XDP_DROP, reason="drop_malformed"),
+    Case("drop: IPv4 header length below 5 words", DEFAULT, patched(14, b"\x44"), XDP_DROP,
+         reason="drop_malformed"),
+    Case("drop: TCP data offset below 5 words", DEFAULT, patched(14 + 20 + 12, b"\x40"),
+         XDP_DROP, reason="drop_malformed"),
+    Case("drop: a VLAN tag with nothing after it", DEFAULT,
+         raw_frame(lambda w: bytes(w.to_lb() / Dot1Q(vlan=5))[:16]), XDP_DROP,
+         reason="drop_malformed"),
+    # ---- capacity
+    Case("conntrack full: a new flow still gets through, the LRU evicts idle entries",
+         DEFAULT, syn(), XDP_REDIRECT, forwarded(0), setup=fill_conntrack,
+         check=conntrack_stayed_full),
+]
