@@ -151,9 +151,9 @@ def test_https_config_keeps_key_secret(api, nb, srv):
     # the key is in the file, and the file is private
     assert key_pem.splitlines()[1] in srv.config_path.read_text()
     assert stat.S_IMODE(os.stat(srv.config_path).st_mode) == 0o600
-    # back to plain http: the certificate goes
-    plain = api.ok(api.linode("PUT", f"{base}/{cfg['id']}", {"protocol": "http", "ssl_cert": None, "ssl_key": None}))
-    assert plain["protocol"] == "http" and plain["ssl_cert"] is None and plain["ssl_commonname"] is None
+    # back to plain tcp (the port moves from the L7 proxy to L4): the certificate goes
+    plain = api.ok(api.linode("PUT", f"{base}/{cfg['id']}", {"protocol": "tcp", "ssl_cert": None, "ssl_key": None}))
+    assert plain["protocol"] == "tcp" and plain["ssl_cert"] is None and plain["ssl_commonname"] is None
     lb = next(x for x in api_file(api)["lbs"] if x["id"] == nb["id"])
     assert lb.get("certificates", []) == []
     api.ok(api.linode("DELETE", f"{base}/{cfg['id']}"))

@@ -230,7 +230,8 @@ def test_certificates(api, lb, backend):
                      ({"name": "x", "custom_certificate": {"certificate_chain": "junk"}}, "custom_certificate")):
         r = api.scw("POST", f"/lbs/{lb['id']}/certificates", bad)
         assert r.status_code == 400 and r.json()["details"][0]["argument_name"].startswith(arg), r.text
-    assert api.scw("DELETE", f"/frontends/{front['id']}").status_code == 204
+    plain = api.ok(api.scw("PUT", f"/frontends/{front['id']}", {"certificate_ids": []}))
+    assert plain["certificate"] is None and plain["certificate_ids"] == []
     assert api.scw("DELETE", f"/certificates/{made['id']}").status_code == 204
 
 
