@@ -60,12 +60,6 @@ def model_values(attr: str | None) -> list[str]:
     return []
 
 
-def model_default(attr: str):
-    cls, name = model_attr(attr)
-    info = cls.model_fields[name]
-    return info.get_default(call_default_factory=True)
-
-
 # -- durations (Scaleway) ---------------------------------------------------------------
 _UNITS_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")

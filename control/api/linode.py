@@ -6,6 +6,7 @@ import functools
 import ipaddress
 import uuid as uuidlib
 
+import orjson
 from aiohttp import web
 
 from control import certificates
@@ -152,12 +153,7 @@ def handler(fn):
 
 
 def ok(body) -> web.Response:
-    return web.json_response(body, dumps=_dumps)
-
-
-def _dumps(obj) -> str:
-    import orjson
-    return orjson.dumps(obj).decode()
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 # -- lookups (on whichever config is at hand: the live one, or a Change's copy) --------------
