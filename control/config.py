@@ -139,9 +139,11 @@ def objects(config: Config) -> Iterator[tuple[str, object]]:
 
 
 def assign_ids(config: Config) -> None:
-    """Integer ids count up per kind (never reused while the highest exists); UUIDs are
-    derived from kind and id so a hand-written file gets the same ones on every load."""
-    highest: dict[str, int] = {}
+    """Integer ids count up per kind and are never reused, also after a delete (clients
+    of the Linode API keep ids); `last_ids` in the file remembers the highest issued.
+    UUIDs are derived from kind and id so a hand-written file gets the same ones on
+    every load."""
+    highest: dict[str, int] = dict(config.last_ids)
     for kind, obj in objects(config):
         if obj.id is not None:
             highest[kind] = max(highest.get(kind, 0), obj.id)
@@ -151,6 +153,8 @@ def assign_ids(config: Config) -> None:
             obj.id = highest[kind]
         if obj.uuid is None:
             obj.uuid = str(uuidlib.uuid5(ID_NAMESPACE, f"{kind}:{obj.id}"))
+    if highest != config.last_ids:
+        config.last_ids = highest
 
 
 def free_vip(config: Config, exclude: set[str] = frozenset()) -> str | None:

@@ -278,6 +278,7 @@ class Config(Strict):
     lbs: list[LoadBalancer] = Field(default_factory=list)
     ips: list[Ip] = Field(default_factory=list)
     ha: HaSection = Field(default_factory=HaSection)
+    last_ids: dict[str, StrictInt] = Field(default_factory=dict)   # highest id issued per kind
 
 
 ID_NAMESPACE = uuidlib.UUID("6f1c7a52-8d0e-4b8f-9a57-3c1b0d6a2e11")

@@ -233,3 +233,18 @@ def test_example_config_is_valid():
     for name in os.listdir(root):
         if name.endswith(".json"):
             configfile.load(os.path.join(root, name))
+
+
+def test_ids_are_never_reused_after_a_delete():
+    from control.edit import Change
+    cfg = configfile.parse(base())
+    c = Change(cfg)
+    c.create_lb({"name": "second"})
+    cfg = c.done()
+    second = cfg.lbs[1].id
+    c = Change(cfg)
+    c.delete_lb("second")
+    cfg = configfile.parse(configfile.dump(c.done()))      # through the file, as a restart would
+    c = Change(cfg)
+    c.create_lb({"name": "third"})
+    assert c.done().lbs[1].id == second + 1
