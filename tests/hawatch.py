@@ -211,3 +211,35 @@ class AddressWatch:
                 p.wait()
         for t in self.threads:
             t.join(5)
+
+
+class RouteWatch:
+    """`ip -ts -oneline monitor route` in one namespace: the timestamp and text of every
+    route event for `prefix` (a multipath route's next hops on the same line)."""
+
+    def __init__(self, host, prefix: str):
+        self.prefix = prefix
+        self.events: list[tuple[float, str]] = []
+        self.proc = host.popen(["ip", "-ts", "-oneline", "monitor", "route"], stdout=subprocess.PIPE, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        time.sleep(0.2)
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            stamp, _, text = line[1:].partition("] ")
+            words = text.replace("\\", " ").split()
+            if self.prefix in words[:2]:        # "PREFIX ..." or "Deleted PREFIX ..."
+                self.events.append((datetime.fromisoformat(stamp).timestamp(), " ".join(words)))
+
+    def first_after(self, t: float) -> tuple[float, str] | None:
+        return next(((when, text) for when, text in list(self.events) if when >= t), None)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.thread.join(5)

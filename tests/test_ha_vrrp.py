@@ -24,6 +24,7 @@ TAKEOVER_MAX_S = 3.0
 HANDOVER_MAX_S = 0.01
 ADVERT_MS = 500
 PRIORITIES = (150, 100)
+SECOND_VIP = "10.210.0.11"
 
 
 def ha_config(bed: HaTestbed, i: int, preempt: bool) -> dict:
@@ -226,6 +227,19 @@ def test_killed_master_lbfast_hands_over_and_comes_back_as_backup(pair, record_p
     inst = pair.daemons[0].status()["ha"]["instances"]
     assert [(i["address"], i["role"], i["status"], i["local"]) for i in inst] == [
         (pair.bed.lbs[0].ip, "backup", "ready", True), (pair.bed.lbs[1].ip, "master", "ready", False)]
+    # A config change reaches the running keepalived as a reload: the new VIP comes up on
+    # the master, which stays master.
+    master = pair.daemons[1]
+    pid = master.status()["ha"]["engine"]["pid"]
+    cfg = ha_config(pair.bed, 1, preempt=False)
+    cfg["lbs"].append({**cfg["lbs"][0], "name": "api", "vip": SECOND_VIP})
+    master.write(cfg)
+    master.reload()
+    wait_for(lambda: f" {SECOND_VIP}/32 " in pair.bed.lbs[1].run(["ip", "-o", "addr", "show", "dev", "eth0"]).stdout,
+             timeout=5, what="the new VIP on the master")
+    st = master.status()["ha"]
+    assert (st["engine"]["pid"], st["role"], st["failovers"]) == (pid, "master", 1)
+    assert st["vips"] == [pair.bed.vip, SECOND_VIP]
     record_property("takeover_s", round(took, 3))
     record_property("observed", pair.finish())
 

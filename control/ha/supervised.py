@@ -57,7 +57,11 @@ class Supervised:
         if self.wanted:
             return
         self.wanted = True
-        await self._spawn()
+        try:
+            await self._spawn()
+        except BaseException:           # e.g. the binary is missing: the next apply tries again
+            self.wanted = False
+            raise
         self._task = asyncio.ensure_future(self._supervise())
 
     async def _spawn(self) -> None:
@@ -70,13 +74,21 @@ class Supervised:
         self.started_at = time.monotonic()
         self.log.info("started %s (pid %d)", argv[0], self.proc.pid)
 
-    async def _supervise(self) -> None:
-        while self.wanted:
-            proc = self.proc
-            async for raw in proc.stdout:
+    async def _log_output(self, proc: asyncio.subprocess.Process) -> None:
+        # Chunks, not readline(): an overlong line must not stop the reading (the child
+        # would block on a full pipe).
+        pending = b""
+        while chunk := await proc.stdout.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
                 line = raw.decode(errors="replace").rstrip()
                 self.tail.append(line)
                 self.log.info("%s", line)
+
+    async def _supervise(self) -> None:
+        while self.wanted:
+            proc = self.proc
+            await self._log_output(proc)
             code = await proc.wait()
             if not self.wanted:
                 return
