@@ -171,6 +171,8 @@ class Daemon:
                 reply = {"ok": False, "error": f"internal error: {e}"}
             writer.write(orjson.dumps(reply, default=str) + b"\n")
             await writer.drain()
+        except ConnectionError:
+            pass                        # the client gave up (a timed-out probe): nothing to tell it
         finally:
             writer.close()
 
