@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from control.health.checks import CheckResult, run_check
+from control.health.tcp_probe import TcpProbeLoop
 from lbfast.enums import CheckType, Health
 from lbfast.spec import BackendSpec, HealthCheckSpec, ServerSpec
 
@@ -69,7 +70,7 @@ class ServerWatch:
     """Mutable state of one (backend, server) pair and the loop that checks it."""
     __slots__ = ("backend_id", "server_key", "address", "port", "check", "health",
                  "successes", "failures", "first_chance", "last_result", "last_check",
-                 "last_change", "change_reason", "task")
+                 "last_change", "change_reason", "task")  # task: asyncio.Task or TcpProbeLoop
 
     def __init__(self, backend_id: int, server: ServerSpec, check: HealthCheckSpec) -> None:
         self.backend_id = backend_id
@@ -155,6 +156,12 @@ class HealthMonitor:
 
     def _spawn(self, watch: ServerWatch) -> None:
         first_delay = random.uniform(0, min(watch.check.interval_ms / 1000, FIRST_CHECK_SPREAD_S))
+        check = watch.check
+        if check.type is CheckType.TCP and not check.send_proxy:
+            watch.task = TcpProbeLoop(watch.address, check.port or watch.port, check.interval_ms / 1000,
+                                      check.timeout_ms / 1000, first_delay,
+                                      lambda result: self._record(watch, result))
+            return
         watch.task = asyncio.get_running_loop().create_task(
             self._check_forever(watch, first_delay),
             name=f"health {watch.backend_id} {watch.server_key}")
@@ -240,7 +247,7 @@ class HealthMonitor:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [w.task for w in self._watches.values() if w.task is not None]
+        tasks = [w.task for w in self._watches.values() if isinstance(w.task, asyncio.Task)]
         for watch in self._watches.values():
             self._stop(watch)
         await asyncio.gather(*tasks, return_exceptions=True)
