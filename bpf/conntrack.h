@@ -37,14 +37,37 @@ static __always_inline void ct_peer_key(const struct flow_nat *nat, __u8 proto,
     peer->pad = 0;
 }
 
-/* Mark a flow closed in both entries; the first to see it lowers the active counts. */
-static __always_inline void ct_close(struct flow_nat *nat, struct flow_nat *peer)
+/* Open connections are counted in halves (ACTIVE_PER_FLOW per flow): each side's first
+ * FIN lowers its own half, so the two FINs of a simultaneous close, often handled on two
+ * CPUs at once, can neither both miss nor both take the last half. The halves gone are
+ * bits of the forward entry's `fins`, set by atomic adds. `sides` is CT_FIN_* bits. */
+static __always_inline void ct_half_close(struct flow_nat *fwd, __u32 sides)
 {
-    if (!(nat->flags & CT_F_CLOSED))
-        add_active(nat->server, nat->frontend, -1);
+    if ((sides & CT_FIN_CLIENT) && !(fwd->fins & CT_FIN_CLIENT)) {
+        __sync_fetch_and_add(&fwd->fins, CT_FIN_CLIENT);
+        add_active(fwd->server, fwd->frontend, -1);
+    }
+    if ((sides & CT_FIN_SERVER) && !(fwd->fins & CT_FIN_SERVER)) {
+        __sync_fetch_and_add(&fwd->fins, CT_FIN_SERVER);
+        add_active(fwd->server, fwd->frontend, -1);
+    }
+}
+
+/* Both sides gone: both entries move to the short closing timeout. */
+static __always_inline void ct_mark_closed(struct flow_nat *nat, struct flow_nat *peer)
+{
     nat->flags |= CT_F_CLOSED;
     if (peer)
         peer->flags |= CT_F_CLOSED;
+}
+
+/* Close whatever is still open of a flow (RST, purge, expiry), from either entry. */
+static __always_inline void ct_close(struct flow_nat *nat, struct flow_nat *peer)
+{
+    struct flow_nat *fwd = (nat->flags & CT_F_REPLY) ? peer : nat;
+    if (fwd)
+        ct_half_close(fwd, CT_FIN_CLIENT | CT_FIN_SERVER);
+    ct_mark_closed(nat, peer);
 }
 
 /* An entry is no longer this packet's flow: timed out, or a SYN reusing the tuple of a
@@ -53,17 +76,15 @@ static __always_inline int ct_is_over(struct flow_nat *nat, const struct packet 
                                       __u64 now)
 {
     if (ct_expired(nat, now)) {
-        if (!(nat->flags & (CT_F_CLOSED | CT_F_REPLY))) {
-            add_active(nat->server, nat->frontend, -1);
-            nat->flags |= CT_F_CLOSED;
-        }
+        if (!(nat->flags & (CT_F_CLOSED | CT_F_REPLY)))
+            ct_close(nat, NULL);
         return 1;
     }
     return (nat->flags & CT_F_CLOSED) && !(nat->flags & CT_F_REPLY) &&
            (pkt->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST)) == TCP_SYN;
 }
 
-/* FIN and RST move the flow towards closed, in both entries. */
+/* FIN closes the sender's side, RST both; the forward entry keeps the count. */
 static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct packet *pkt)
 {
     __u8 flags = pkt->tcp_flags;
@@ -76,15 +97,12 @@ static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct pack
         ct_close(nat, peer);
         return;
     }
-    __u8 fin = (nat->flags & CT_F_REPLY) ? CT_F_FIN_SERVER : CT_F_FIN_CLIENT;
-    nat->flags |= fin;
-    __u8 seen = nat->flags;
-    if (peer) {
-        peer->flags |= fin;
-        seen |= peer->flags;
-    }
-    if ((seen & (CT_F_FIN_CLIENT | CT_F_FIN_SERVER)) == (CT_F_FIN_CLIENT | CT_F_FIN_SERVER))
-        ct_close(nat, peer);
+    struct flow_nat *fwd = (nat->flags & CT_F_REPLY) ? peer : nat;
+    if (!fwd)
+        return;
+    ct_half_close(fwd, (nat->flags & CT_F_REPLY) ? CT_FIN_SERVER : CT_FIN_CLIENT);
+    if ((fwd->fins & (CT_FIN_CLIENT | CT_FIN_SERVER)) == (CT_FIN_CLIENT | CT_FIN_SERVER))
+        ct_mark_closed(nat, peer);
 }
 
 /* Claim an SNAT port towards the server by inserting the reply entry: BPF_NOEXIST makes
@@ -154,6 +172,8 @@ static __always_inline int ct_create(const struct packet *pkt, const struct fron
     fwd->idle_timeout_s = fe->idle_timeout_s;
     fwd->last_seen = now;
     __builtin_memset(&fwd->nh, 0, sizeof(fwd->nh));
+    fwd->fins = 0;
+    fwd->pad2 = 0;
     return REASON_NONE;
 }
 

@@ -35,6 +35,9 @@
 #ifndef THROTTLE_SIZE
 #define THROTTLE_SIZE 65536
 #endif
+#ifndef NEIGH_WANTED_SIZE
+#define NEIGH_WANTED_SIZE 256
+#endif
 /* leastconn compares at most this many servers of a backend per new flow */
 #ifndef LEASTCONN_MAX_SCAN
 #define LEASTCONN_MAX_SCAN 64
@@ -46,9 +49,11 @@
 #endif
 
 /* ---- SNAT ports: each CPU walks its own interleaved sequence through the range, so
- * a port comes back into use as late as possible (servers keep TIME_WAIT) ---- */
+ * a port comes back into use as late as possible (servers keep TIME_WAIT). The loader
+ * reserves the range from the host's ephemeral ports (32768-60999 by default), leaving
+ * it the ports below for its own connections, health checks included. ---- */
 #ifndef SNAT_PORT_MIN
-#define SNAT_PORT_MIN 32768
+#define SNAT_PORT_MIN 40000
 #endif
 #ifndef SNAT_PORT_MAX
 #define SNAT_PORT_MAX 60999
@@ -73,6 +78,12 @@
 #ifndef CT_REFRESH_JIFFIES
 #define CT_REFRESH_JIFFIES JIFFIES_PER_S
 #endif
+/* Out the device a packet came in on: 1 = XDP_TX, 0 = redirect to that device. veth
+ * delivers XDP_TX only when its peer runs an XDP program itself, a redirect always; on
+ * NICs XDP_TX is the faster path. */
+#ifndef TX_ON_SAME_DEVICE
+#define TX_ON_SAME_DEVICE 0
+#endif
 /* BPF_FIB_LOOKUP_* flags: 0 honours policy routing rules */
 #ifndef FIB_LOOKUP_FLAGS
 #define FIB_LOOKUP_FLAGS 0
@@ -95,17 +106,22 @@
 #ifndef CT_F_REPLY
 #define CT_F_REPLY 1          /* entry translates server -> client packets */
 #endif
-#ifndef CT_F_FIN_CLIENT
-#define CT_F_FIN_CLIENT 2     /* the client sent FIN */
-#endif
-#ifndef CT_F_FIN_SERVER
-#define CT_F_FIN_SERVER 4     /* the server sent FIN */
-#endif
 #ifndef CT_F_CLOSED
-#define CT_F_CLOSED 8         /* RST or FINs both ways seen: active counters lowered */
+#define CT_F_CLOSED 8         /* RST or FINs both ways seen: the short timeout applies */
 #endif
 #ifndef CT_F_RESET
 #define CT_F_RESET 16         /* purged by the control plane: answer with RST */
+#endif
+/* flow_nat.fins: sides closed (their half of the open count already lowered) */
+#ifndef CT_FIN_CLIENT
+#define CT_FIN_CLIENT 1
+#endif
+#ifndef CT_FIN_SERVER
+#define CT_FIN_SERVER 2
+#endif
+/* open connections are counted in halves: each side's close lowers its own */
+#ifndef ACTIVE_PER_FLOW
+#define ACTIVE_PER_FLOW 2
 #endif
 #ifndef SERVER_F_IN_USE
 #define SERVER_F_IN_USE 1
@@ -168,13 +184,16 @@
 #ifndef REASON_DROP_FRAG_NEEDED
 #define REASON_DROP_FRAG_NEEDED 12  /* rewritten packet exceeds the egress MTU */
 #endif
-/* Next hop not resolved: the rewritten packet goes to the kernel, which resolves the
- * neighbour and forwards it; later packets take the fast path. */
-#ifndef REASON_PASS_NO_NEIGH
-#define REASON_PASS_NO_NEIGH 13
+/* Next hop not resolved (XDP cannot ask for ARP/ND, and handing the rewritten packet to
+ * the kernel does not work: its source is an LB address, a martian on input). The hop
+ * goes into neigh_wanted; the dataplane has the kernel resolve it, and the sender's
+ * retransmission goes through. Servers' next hops are resolved ahead, on apply. */
+#ifndef REASON_DROP_NO_NEIGH
+#define REASON_DROP_NO_NEIGH 13
 #endif
 #ifndef REASON_TX_RESET
-#define REASON_TX_RESET 14          /* flow purged by the control plane: answered with RST */
+#define REASON_TX_RESET 14          /* flow purged by the control plane: answered with RST
+                                     * out the device it came in on */
 #endif
 #ifndef REASON_COUNT
 #define REASON_COUNT 15

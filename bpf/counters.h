@@ -45,10 +45,11 @@ static __always_inline void count_traffic(const struct flow_nat *nat, __u32 byte
         add_traffic(t, reply, bytes, new_flow);
 }
 
-/* Open connections go up on a new flow and down on its close (RST, FINs both ways, or
- * found expired). Flows the LRU evicts are never lowered: the counts are approximate
- * and the control plane may recount them from conntrack. The atomic add's result is
- * not used: bcc's LLVM aborts on it. */
+/* Open connections, in halves (ACTIVE_PER_FLOW): up on a new flow, down as its sides
+ * close (FIN each, RST both, or found expired; see conntrack.h). Flows the LRU evicts
+ * unseen are never lowered: the counts are approximate and the control plane may
+ * recount them from conntrack. The atomic add's result is not used: bcc's LLVM aborts
+ * on it. */
 static __always_inline void add_active(__u32 server, __u32 frontend, __s64 delta)
 {
     __u32 zero = 0;

@@ -95,7 +95,7 @@ static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *p
     reason = ct_insert_forward(pkt, &fwd, &reply_key);
     if (reason)
         return verdict(XDP_DROP, reason);
-    add_active(fwd.server, fwd.frontend, 1);
+    add_active(fwd.server, fwd.frontend, ACTIVE_PER_FLOW);
     count_traffic(&fwd, pkt->frame_len, 1);
 
     reason = nat_rewrite(ctx, pkt, &fwd);

@@ -24,6 +24,9 @@ BPF_TABLE_PINNED("lru_hash", struct sticky_key, struct sticky, sticky, STICKY_SI
                  PINNED(sticky));
 BPF_TABLE_PINNED("lru_hash", struct throttle_key, struct throttle_bucket, throttle,
                  THROTTLE_SIZE, PINNED(throttle));
+/* Next hops to resolve (value: jiffies when asked); emptied by the dataplane. */
+BPF_TABLE_PINNED("lru_hash", struct neigh_key, u64, neigh_wanted, NEIGH_WANTED_SIZE,
+                 PINNED(neigh_wanted));
 /* Per-CPU cursors: roundrobin position per backend, SNAT port sequence. */
 BPF_TABLE_PINNED("percpu_array", u32, u32, rr_cursor, MAX_BACKENDS, PINNED(rr_cursor));
 BPF_TABLE_PINNED("percpu_array", u32, u32, snat_cursor, 1, PINNED(snat_cursor));

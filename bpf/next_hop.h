@@ -1,8 +1,8 @@
 /* Where a rewritten packet goes: the kernel's FIB gives the egress device and both MAC
- * addresses, cached in the conntrack entry; out the same device is XDP_TX, else a
- * redirect. XDP never resolves neighbours, so with an unresolved next hop the
- * rewritten packet goes to the kernel stack, which resolves it and forwards the packet
- * itself (nothing is cached, so the next packet asks the FIB again). */
+ * addresses, cached in the conntrack entry; then a redirect (or XDP_TX, see
+ * TX_ON_SAME_DEVICE). XDP never resolves neighbours: an unresolved next hop is noted in
+ * neigh_wanted for the dataplane to resolve, and the packet is dropped (nothing is
+ * cached, so the sender's retransmission asks the FIB again). */
 #ifndef LBFAST_NEXT_HOP_H
 #define LBFAST_NEXT_HOP_H
 
@@ -25,7 +25,7 @@ static __always_inline __u32 l3_len_after(const struct packet *pkt, const struct
 }
 
 /* FIB lookup for nat's tuple into nh. Returns REASON_NONE or why the packet cannot be
- * sent from here (pass_no_neigh: the kernel will; drop_frag_needed; drop_fib). */
+ * sent (drop_no_neigh, drop_frag_needed, drop_fib). */
 static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct packet *pkt,
                                             const struct flow_nat *nat, struct next_hop *nh)
 {
@@ -46,8 +46,17 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct pac
         __builtin_memcpy(fib.ipv6_dst, &nat->dst, 16);
     }
     int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), FIB_LOOKUP_FLAGS);
-    if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-        return REASON_PASS_NO_NEIGH;
+    if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+        /* the FIB left the next hop (gateway or destination) and its device in fib */
+        struct neigh_key hop = { .ifindex = fib.ifindex, .family = nat->family };
+        if (nat->family == FAMILY_V4)
+            hop.addr.v4 = fib.ipv4_dst;
+        else
+            __builtin_memcpy(&hop.addr, fib.ipv6_dst, 16);
+        __u64 now = bpf_jiffies64();
+        neigh_wanted.update(&hop, &now);
+        return REASON_DROP_NO_NEIGH;
+    }
     if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
         return REASON_DROP_FRAG_NEEDED;
     if (rc != BPF_FIB_LKUP_RET_SUCCESS)
@@ -58,10 +67,17 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct pac
     return REASON_NONE;
 }
 
+static __always_inline int send_out(struct xdp_md *ctx, __u32 ifindex)
+{
+    if (TX_ON_SAME_DEVICE && ifindex == ctx->ingress_ifindex)
+        return XDP_TX;
+    return bpf_redirect(ifindex, 0);
+}
+
 /* The verdict for a rewritten packet that resolve_next_hop could not place. */
 static __always_inline int unsent_verdict(int reason)
 {
-    return verdict(reason == REASON_PASS_NO_NEIGH ? XDP_PASS : XDP_DROP, reason);
+    return verdict(XDP_DROP, reason);
 }
 
 /* next_hop starts with dmac, smac: the first 12 bytes of the Ethernet header, copied as
@@ -74,9 +90,7 @@ static __always_inline int send_via(struct xdp_md *ctx, const struct next_hop *n
         return verdict(XDP_DROP, REASON_DROP_MALFORMED);
     *(__u64 *)data = *(const __u64 *)nh->dmac;
     *(__u32 *)(data + 8) = *(const __u32 *)(nh->dmac + 8);
-    if (nh->ifindex == ctx->ingress_ifindex)
-        return XDP_TX;
-    return bpf_redirect(nh->ifindex, 0);
+    return send_out(ctx, nh->ifindex);
 }
 
 #endif

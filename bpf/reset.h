@@ -1,5 +1,5 @@
 /* Answer a packet of a purged flow (on_marked_down shutdown_sessions) with a TCP RST,
- * sent back out the way it came. The sequence number is the one the sender expects
+ * sent back out the device it came in on. The sequence number is the one the sender expects
  * (its ACK), so its stack accepts the RST at once. The control plane elicits such a
  * packet from each side of an idle flow (lbfast/xdp/purge.py). */
 #ifndef LBFAST_RESET_H
@@ -7,6 +7,7 @@
 
 #include "checksum.h"
 #include "conntrack.h"
+#include "next_hop.h"
 
 #define RST_TTL 64
 
@@ -101,7 +102,7 @@ static __always_inline int write_reset(struct xdp_md *ctx, const struct packet *
     __s64 sum = bpf_csum_diff(0, 0, pseudo, pseudo_size, 0);
     sum = bpf_csum_diff(0, 0, (__be32 *)th, sizeof(*th), (__u32)sum);
     th->check = fold_csum((__u64)sum);
-    return XDP_TX;
+    return send_out(ctx, ctx->ingress_ifindex);
 }
 
 /* A packet of a flow marked CT_F_RESET. The flow closes here (counters lowered once);

@@ -54,6 +54,8 @@ struct flow_nat {
     __u32 idle_timeout_s;
     __u64 last_seen;    /* jiffies */
     struct next_hop nh;
+    __u32 fins;         /* forward entry: CT_FIN_* sides closed (atomic adds) */
+    __u32 pad2;
 };
 
 struct frontend_key {
@@ -126,6 +128,14 @@ struct throttle_key {
 struct throttle_bucket {
     __u64 tokens;           /* THROTTLE_TOKEN per connection */
     __u64 last;             /* jiffies */
+};
+
+/* A next hop the FIB has no neighbour entry for, for the dataplane to resolve. */
+struct neigh_key {
+    union addr addr;
+    __u32 ifindex;
+    __u8 family;
+    __u8 pad[3];
 };
 
 /* Open connections, shared by all CPUs (leastconn compares them): one value, so the

@@ -13,15 +13,15 @@ import logging
 import threading
 from typing import Sequence
 
-from pyroute2 import IPRoute
-
 from lbfast.enums import XdpMode
 from lbfast.spec import BackendSpec, FrontendSpec
-from lbfast.xdp import clock, loader, records
+from lbfast.xdp import clock, loader, neighbours, records, sysctls
 from lbfast.xdp import structs as st
 from lbfast.xdp.bpfmap import possible_cpus
 from lbfast.xdp.consts import Constants
 from lbfast.xdp.probe import probe  # noqa: F401  (the daemon's `auto` check lives beside)
+from lbfast.xdp.neighbours import NeighbourWatcher
+from lbfast.xdp.netns import NamespaceHandle
 from lbfast.xdp.purge import Challenger
 from lbfast.xdp.reasons import REASONS
 from lbfast.xdp.records import FrontendKey, ServerKey
@@ -33,23 +33,6 @@ from lbfast.xdp.syscall import BPF_EXIST
 log = logging.getLogger("lbfast.xdp")
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/lbfast"
-
-
-def enable_forwarding(interfaces: list[str]) -> None:
-    """bpf_fib_lookup answers FWD_DISABLED unless the ingress device forwards; the
-    global ip_forward may stay off. Written in the caller's namespace."""
-    for ifname in interfaces:
-        for path in (f"/proc/sys/net/ipv4/conf/{ifname}/forwarding",
-                     f"/proc/sys/net/ipv6/conf/{ifname}/forwarding"):
-            try:
-                with open(path) as f:
-                    if f.read().strip() == "1":
-                        continue
-                with open(path, "w") as f:
-                    f.write("1")
-                log.info("enabled %s (XDP forwarding needs it)", path)
-            except OSError as e:
-                log.warning("cannot enable %s: %s", path, e)
 
 
 def _server_key_text(address: str, port: int) -> str:
@@ -69,19 +52,27 @@ class XdpDataplane:
         self.attached: dict[str, XdpMode] = {}
         self._lock = threading.RLock()
         self._closed = False
-        self._ipr = IPRoute()
+        # netlink sockets of the caller's namespace (pyroute2's IPRoute follows whichever
+        # thread uses it; a NetNS on a handle of this namespace stays in it)
+        self._netns = NamespaceHandle()
+        self._ipr = self._netns.netlink()
+        self._neigh_ipr = self._netns.netlink()     # the watcher thread's own
+        self._neighbours: NeighbourWatcher | None = None
         self._challenger: Challenger | None = None
         self.program: loader.Program | None = None
         try:
-            for ifname in self.interfaces:
-                loader.ifindex_of(self._ipr, ifname)   # fail before the long compile
+            for ifname in self.interfaces:             # fail before the long compile
+                loader.check_attachable(self._ipr, ifname)
             self.consts = Constants({"PIN_DIR": pin_dir, "NR_CPUS_POSSIBLE": possible_cpus(),
                                      **(constants or {})})
             self._snat = SnatResolver(self._ipr, snat_addresses)
-            enable_forwarding(self.interfaces)
+            sysctls.enable_forwarding(self.interfaces)
+            sysctls.reserve_ports(int(self.consts["SNAT_PORT_MIN"]),
+                                  int(self.consts["SNAT_PORT_MAX"]))
             self.program = loader.load(self.consts, list(build_flags))
             self.maps = self.program.maps
             self._recover()
+            self._neighbours = NeighbourWatcher(self._neigh_ipr, self.maps["neigh_wanted"])
             self._challenger = Challenger()
             for ifname in self.interfaces:
                 self.attached[ifname] = loader.attach(self._ipr, ifname, self.program.fd,
@@ -181,6 +172,9 @@ class XdpDataplane:
             slot = self._srv_slots.take()
             self._srv_slot[key] = slot
             self.maps["server_traffic"].zero(ct.c_uint32(slot))
+            hop = neighbours.next_hop(self._ipr, address)   # so its first SYN is not lost
+            if hop:
+                neighbours.resolve(self._ipr, *hop)
         value = self._server_value(key, be, server, snat_cache[address],
                                    old.flags if old is not None else 0)
         self._write_server(key, value)
@@ -314,10 +308,11 @@ class XdpDataplane:
             slot = self._srv_slot[self._server(backend_id, server_key)]
             reset = int(self.consts["CT_F_RESET"])
             reply = int(self.consts["CT_F_REPLY"])
+            closed = int(self.consts["CT_F_CLOSED"])
             conntrack = self.maps["conntrack"]
             marked, flows = [], 0
             for key, nat in list(conntrack.items()):
-                if nat.server != slot:
+                if nat.server != slot or nat.flags & closed:
                     continue
                 if not nat.flags & reply:
                     flows += 1
@@ -345,11 +340,11 @@ class XdpDataplane:
             out: dict = {"frontends": {}, "servers": {}, "reasons": {}}
             for key, slot in self._fe_slot.items():
                 entry = self._traffic("frontend_traffic", slot)
-                entry["active_connections"] = int(active.frontends[slot]) if active else 0
+                entry["active_connections"] = self._open(active.frontends[slot] if active else 0)
                 out["frontends"][self._fe_value[key].id] = entry
             for (be_id, address, port), slot in self._srv_slot.items():
                 entry = self._traffic("server_traffic", slot)
-                entry["active_connections"] = int(active.servers[slot]) if active else 0
+                entry["active_connections"] = self._open(active.servers[slot] if active else 0)
                 out["servers"].setdefault(be_id, {})[_server_key_text(address, port)] = entry
             reasons = self.maps["reasons"]
             for code, name in REASONS.items():
@@ -357,6 +352,12 @@ class XdpDataplane:
             out["drops"] = {k[5:]: v for k, v in out["reasons"].items() if k.startswith("drop_")}
             out["passes"] = {k[5:]: v for k, v in out["reasons"].items() if k.startswith("pass_")}
             return out
+
+    def _open(self, halves: int) -> int:
+        """Open connections from the program's count of open halves (a half-closed
+        flow still counts)."""
+        per_flow = int(self.consts["ACTIVE_PER_FLOW"])
+        return max(0, -(-int(halves) // per_flow))
 
     def _traffic(self, map_name: str, slot: int) -> dict:
         per_cpu = self.maps[map_name].get_percpu(ct.c_uint32(slot))
@@ -375,12 +376,14 @@ class XdpDataplane:
             hz = int(c["JIFFIES_PER_S"])
             counts = st.active_conns_type(c)()
             skip = int(c["CT_F_REPLY"]) | int(c["CT_F_CLOSED"])
+            per_flow = int(c["ACTIVE_PER_FLOW"])
             for _, nat in self.maps["conntrack"].items():
                 idle = (now - nat.last_seen) & 0xFFFFFFFF
                 if nat.flags & skip or idle > nat.idle_timeout_s * hz:
                     continue
-                counts.servers[nat.server] += 1
-                counts.frontends[nat.frontend] += 1
+                halves = per_flow - bin(nat.fins & 3).count("1")
+                counts.servers[nat.server] += halves
+                counts.frontends[nat.frontend] += halves
             self.maps["active_conns"].set(ct.c_uint32(0), counts)
 
     # ------------------------------------------------------------------ lifecycle
@@ -402,11 +405,15 @@ class XdpDataplane:
                     except Exception as e:  # keep closing the rest
                         log.warning("detaching XDP from %s failed: %s", ifname, e)
                 self.attached.clear()
+            if self._neighbours is not None:
+                self._neighbours.stop()
+            self._neigh_ipr.close()
             if self._challenger is not None:
                 self._challenger.close()
             if self.program is not None:
                 self.program.close()
             self._ipr.close()
+            self._netns.close()
 
     def __enter__(self) -> "XdpDataplane":
         return self

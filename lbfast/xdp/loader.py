@@ -184,14 +184,20 @@ def ifindex_of(ipr: IPRoute, ifname: str) -> int:
     return found[0]
 
 
-def attach(ipr: IPRoute, ifname: str, prog_fd: int, mode: XdpMode) -> XdpMode:
-    """Attach (or atomically replace ours) on ifname; returns the mode it runs in."""
-    ifindex = ifindex_of(ipr, ifname)
-    state = xdp_state(ipr, ifindex)
+def check_attachable(ipr: IPRoute, ifname: str) -> XdpState:
+    """The interface exists and runs no XDP program but ours."""
+    state = xdp_state(ipr, ifindex_of(ipr, ifname))
     for prog_id in (state.drv_prog, state.skb_prog):
         if prog_id and prog_name(prog_id) != PROG_NAME:
             raise XdpError(f"{ifname} runs another XDP program ({prog_name(prog_id)!r}, "
                            f"id {prog_id}); not replacing it")
+    return state
+
+
+def attach(ipr: IPRoute, ifname: str, prog_fd: int, mode: XdpMode) -> XdpMode:
+    """Attach (or atomically replace ours) on ifname; returns the mode it runs in."""
+    ifindex = ifindex_of(ipr, ifname)
+    state = check_attachable(ipr, ifname)
     # native and generic cannot coexist: clear the mode we are not about to replace
     if mode == XdpMode.NATIVE and state.skb_prog:
         set_xdp(ipr, ifindex, -1, XDP_FLAGS_SKB_MODE)

@@ -42,7 +42,8 @@ class FlowNat(ct.Structure):
     _fields_ = [("src", Addr), ("dst", Addr), ("sport", ct.c_uint16), ("dport", ct.c_uint16),
                 ("family", ct.c_uint8), ("flags", ct.c_uint8), ("server", ct.c_uint16),
                 ("frontend", ct.c_uint16), ("pad", ct.c_uint16),
-                ("idle_timeout_s", ct.c_uint32), ("last_seen", ct.c_uint64), ("nh", NextHop)]
+                ("idle_timeout_s", ct.c_uint32), ("last_seen", ct.c_uint64), ("nh", NextHop),
+                ("fins", ct.c_uint32), ("pad2", ct.c_uint32)]
 
 
 class FrontendKey(ct.Structure):
@@ -86,6 +87,11 @@ class ThrottleBucket(ct.Structure):
     _fields_ = [("tokens", ct.c_uint64), ("last", ct.c_uint64)]
 
 
+class NeighKey(ct.Structure):
+    _fields_ = [("addr", Addr), ("ifindex", ct.c_uint32), ("family", ct.c_uint8),
+                ("pad", ct.c_uint8 * 3)]
+
+
 class Traffic(ct.Structure):
     _fields_ = [("packets_in", ct.c_uint64), ("bytes_in", ct.c_uint64),
                 ("packets_out", ct.c_uint64), ("bytes_out", ct.c_uint64),
@@ -123,7 +129,7 @@ def c_structs(consts: Constants = DEFAULTS) -> dict[str, type[ct.Structure | ct.
         "addr": Addr, "flow_key": FlowKey, "next_hop": NextHop, "flow_nat": FlowNat, "frontend_key": FrontendKey,
         "frontend": Frontend, "backend": Backend, "selector": selector_type(consts),
         "server": Server, "sticky_key": StickyKey, "sticky": Sticky,
-        "throttle_key": ThrottleKey, "throttle_bucket": ThrottleBucket,
+        "throttle_key": ThrottleKey, "throttle_bucket": ThrottleBucket, "neigh_key": NeighKey,
         "active_conns": active_conns_type(consts), "traffic": Traffic,
     }
 
