@@ -6,7 +6,7 @@ through BPF_PROG_TEST_RUN in a testbed's LB namespace.
 
 Every case starts from empty flow state (conntrack, sticky, throttle, cursors) and runs
 on CPU 0, so server choice and SNAT ports are deterministic: the k-th new flow of a case
-gets SNAT port 32768 + k * (possible CPUs), see World.snat_port.
+gets SNAT port 40000 + k * (possible CPUs), see World.snat_port.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP
 VPORT = 80
 SPORT = 8080
 CLIENT_PORT = 40000
-FIRST_SNAT_PORT = 32768
+FIRST_SNAT_PORT = 40000
 SMALL_CONNTRACK = 1024     # the fixtures' build: small enough to fill in a case
 
 
@@ -339,7 +339,7 @@ CASES: list[Case] = [
          DEFAULT, syn(), XDP_DROP, reason="drop_no_server",
          setup=lambda w: (set_health(0, False)(w), set_health(1, False)(w))),
     Case("shutdown_sessions: a purged flow's next packet is answered with a RST",
-         DEFAULT, ack(), XDP_TX, rst_to_client(5001), reason="tx_reset",
+         DEFAULT, ack(), XDP_REDIRECT, rst_to_client(5001), reason="tx_reset",
          before=[syn()], setup=purge(0)),
     # ---- throttle
     Case("client_conn_throttle 2/s: the third SYN within the second is dropped",
