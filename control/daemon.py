@@ -1,6 +1,7 @@
 """The lbfast daemon: loads the config, applies it to the data planes, reloads on SIGHUP
 (one writer at a time), stops on SIGTERM, and answers the CLI on a control socket."""
 import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
@@ -14,11 +15,16 @@ from control import runtime
 from control.ha import HaManager
 from control.health import HealthMonitor
 from control.sync import backend_specs, frontend_specs
-from lbfast.enums import Health, OnMarkedDown
+from lbfast.enums import DataplaneMode, Health, OnMarkedDown, Protocol, ProxyProtocol
 from lbfast.l4proxy import L4Proxy
 from lbfast.l7 import L7Dataplane
 
 log = logging.getLogger("lbfast.daemon")
+
+
+def xdp_handles(spec) -> bool:
+    """Plain TCP/UDP frontends go through XDP; PROXY protocol needs a proxy to write it."""
+    return spec.protocol in (Protocol.TCP, Protocol.UDP) and spec.backend.proxy_protocol == ProxyProtocol.NONE
 
 
 class Daemon:
@@ -37,7 +43,10 @@ class Daemon:
         self.reloads = 0
         self.reload_failures = 0
         self.last_error = ""
-        self.dataplane_reason = "userspace L4 proxy (XDP not configured)"
+        self.xdp = None                      # lbfast.xdp.XdpDataplane when XDP forwards L4
+        self.xdp_frontends = []              # the FrontendSpecs it forwards
+        self.xdp_thread = None
+        self.dataplane_reason = ""
         self.api = None                      # control.api.ApiServer when config.api.listen is set
         self.ha = HaManager(self)            # keepalived / BIRD for config.ha
         self.health = HealthMonitor(self._health_changed)
@@ -46,25 +55,41 @@ class Daemon:
         self.l7.on_passive_failure = self._passive_failure
 
     # -- apply and reload ---------------------------------------------------------
+    def _partition(self, specs: list) -> tuple[list, list]:
+        """(frontends the XDP program forwards, frontends the userspace proxies serve)."""
+        if self.xdp is None:
+            return [], specs
+        in_kernel = [f for f in specs if xdp_handles(f)]
+        return in_kernel, [f for f in specs if not xdp_handles(f)]
+
     async def apply(self, config) -> None:
         """Hand the config to every data plane; raises if a data plane refuses it
         (the data planes apply nothing in that case)."""
-        specs = frontend_specs(config)
-        to_l4 = {f.listen_key for f in specs if self.l4.handles(f)}
-        held = list(self.l7.frontends.values())
-        if any(f.listen_key in to_l4 for f in held):   # a listener moves from L7 to L4: free it first
-            await self.l7.apply([f for f in held if f.listen_key not in to_l4])
+        in_kernel, specs = self._partition(frontend_specs(config))
+        old_kernel, old_specs = self._partition(frontend_specs(self.config)) if self.config else ([], [])
+        if self.xdp is not None:
+            await self.in_xdp_thread(self.xdp.apply, in_kernel)   # refuses bad input before it writes a map
+            self.xdp_frontends = in_kernel
         try:
-            await self.l4.apply(specs)
+            to_l4 = {f.listen_key for f in specs if self.l4.handles(f)}
+            held = list(self.l7.frontends.values())
+            if any(f.listen_key in to_l4 for f in held):   # a listener moves from L7 to L4: free it first
+                await self.l7.apply([f for f in held if f.listen_key not in to_l4])
+            try:
+                await self.l4.apply(specs)
+            except BaseException:
+                await self.l7.apply(held)
+                raise
+            self.l7.workers_wanted = config.dataplane.workers
+            try:
+                await self.l7.apply(specs)
+            except BaseException:
+                await self.l4.apply(old_specs)      # L7 refused: L4 goes back to the running config
+                raise
         except BaseException:
-            await self.l7.apply(held)
-            raise
-        self.l7.workers_wanted = config.dataplane.workers
-        try:
-            await self.l7.apply(specs)
-        except BaseException:
-            if self.config is not None:     # L7 refused: L4 goes back to the running config
-                await self.l4.apply(frontend_specs(self.config))
+            if self.xdp is not None:
+                await self.in_xdp_thread(self.xdp.apply, old_kernel)
+                self.xdp_frontends = old_kernel
             raise
         self.config = config
         self.backends = {b.id: b for b in backend_specs(config)}
@@ -75,8 +100,9 @@ class Daemon:
 
     # -- health -------------------------------------------------------------------------
     def _set_health(self, backend_id: int, server_key: str, up: bool) -> None:
-        for dp in (self.l4, self.l7):
-            dp.set_server_health(backend_id, server_key, up)
+        for dp in (self.l4, self.l7, self.xdp):
+            if dp is not None:
+                dp.set_server_health(backend_id, server_key, up)
 
     def _health_changed(self, backend_id: int, server_key: str, health: Health, reason: str) -> None:
         up = health != Health.DOWN
@@ -85,7 +111,9 @@ class Daemon:
         if not up and backend is not None and backend.on_marked_down == OnMarkedDown.SHUTDOWN_SESSIONS:
             n = self.l4.close_server_sessions(backend_id, server_key)
             self.l7.close_server_sessions(backend_id, server_key)
-            log.warning("%s is down: shut down its sessions (%d userspace L4)", server_key, n)
+            if self.xdp is not None:
+                n += self.xdp.purge_server(backend_id, server_key)
+            log.warning("%s is down: shut down its sessions (%d L4 flows)", server_key, n)
 
     def _passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
         """Linode check_passive: a failed connect or a 5xx takes the server out at once."""
@@ -121,9 +149,46 @@ class Daemon:
             return True, "reloaded"
 
     # -- run ------------------------------------------------------------------------
+    async def in_xdp_thread(self, fn, *args):
+        """pyroute2's netlink calls cannot run inside a running event loop: XDP set-up,
+        apply and close run in one worker thread (map writes need not)."""
+        if self.xdp_thread is None:
+            self.xdp_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xdp")
+        return await asyncio.get_running_loop().run_in_executor(self.xdp_thread, fn, *args)
+
+    def _start_xdp(self, config) -> None:
+        """dataplane.mode: xdp must attach; auto attaches when it can, else the userspace
+        proxy serves L4 and status says why."""
+        dp = config.dataplane
+        if dp.mode == DataplaneMode.USERSPACE:
+            self.dataplane_reason = "dataplane.mode is userspace"
+            return
+        from lbfast.xdp.probe import probe
+        ok, why = probe(dp.interfaces, dp.xdp_mode)
+        if ok:
+            from lbfast.xdp import XdpDataplane
+            try:
+                self.xdp = XdpDataplane(dp.interfaces, dp.xdp_mode, dp.snat_addresses or None,
+                                        pin_dir=dp.pin_dir)
+            except Exception as e:          # compile or attach failed
+                ok, why = False, f"XDP failed to start: {e}"
+        if ok:
+            self.dataplane_reason = why
+        elif dp.mode == DataplaneMode.XDP:
+            raise configfile.ConfigError([("dataplane.mode", f"xdp cannot run here: {why}")])
+        else:
+            self.dataplane_reason = f"userspace L4 proxy: {why}"
+        log.info("data plane: %s", self.dataplane_reason)
+
     async def run(self) -> None:
         config = configfile.load(self.config_path)
-        await self.apply(config)
+        await self.in_xdp_thread(self._start_xdp, config)
+        try:
+            await self.apply(config)
+        except BaseException:
+            if self.xdp is not None:
+                await self.in_xdp_thread(self.xdp.close)
+            raise
         ctl = await asyncio.start_unix_server(self._serve_control, path=runtime.prepare_socket(self.socket_path))
         os.chmod(self.socket_path, 0o600)
         if config.api.listen:
@@ -154,6 +219,8 @@ class Daemon:
             await self.l4.close()
             await self.l7.close()
             await self.health.close()
+            if self.xdp is not None:         # detaches: the kernel stack sees the VIP traffic again
+                await self.in_xdp_thread(self.xdp.close)
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)
 
@@ -180,9 +247,7 @@ class Daemon:
         if cmd == "status":
             return {"ok": True, "result": self.status()}
         if cmd == "stats":
-            l4, l7 = self.l4.stats(), self.l7.stats()
-            return {"ok": True, "result": {"frontends": l4["frontends"] + l7["frontends"],
-                                           "backends": l4["backends"], "l7": l7}}
+            return {"ok": True, "result": self.dataplane_stats()}
         if cmd == "ha-check":               # keepalived's track script
             ok, reason = self.ha.check()
             return {"ok": ok, "result": reason} if ok else {"ok": False, "error": reason}
@@ -205,6 +270,41 @@ class Daemon:
                               last_reason=st.last_reason, last_check=st.last_check,
                               changed_at=st.last_change, change_reason=st.change_reason)
 
+    def xdp_stats(self) -> dict:
+        """The XDP program's counters in the userspace proxies' shape."""
+        raw = self.xdp.stats()
+        health = self.health.status()
+        frontends, backends = [], {}
+        for f in self.xdp_frontends:
+            t = raw["frontends"].get(f.id, {})
+            frontends.append({"id": f.id, "name": f.name, "address": f.address, "port": f.port,
+                              "active": t.get("active_connections", 0), "total": t.get("new_connections", 0),
+                              "bytes_in": t.get("bytes_in", 0), "bytes_out": t.get("bytes_out", 0),
+                              "packets_in": t.get("packets_in", 0), "packets_out": t.get("packets_out", 0),
+                              "refused": 0})
+            rows = backends.setdefault(str(f.backend.id), {})
+            for s in f.backend.servers:
+                t = raw["servers"].get(f.backend.id, {}).get(s.key, {})
+                st = health.get((f.backend.id, s.key))
+                rows[s.key] = {"key": s.key, "id": s.id, "mode": str(s.mode),
+                               "up": st is None or st.health != Health.DOWN,
+                               "active": t.get("active_connections", 0), "total": t.get("new_connections", 0),
+                               "bytes_in": t.get("bytes_in", 0), "bytes_out": t.get("bytes_out", 0), "failed": 0}
+        return {"frontends": frontends, "backends": {b: list(r.values()) for b, r in backends.items()},
+                "drops": raw["drops"], "passes": raw["passes"]}
+
+    def dataplane_stats(self) -> dict:
+        """Counters of every data plane, merged: frontends, and servers per backend id."""
+        l4, l7 = self.l4.stats(), self.l7.stats()
+        out = {"frontends": l4["frontends"] + l7["frontends"],
+               "backends": {**l4["backends"], **l7["backends"]}, "l7": l7}
+        if self.xdp is not None:
+            x = self.xdp_stats()
+            out["frontends"] += x["frontends"]
+            out["backends"].update(x["backends"])
+            out["xdp"] = {"drops": x["drops"], "passes": x["passes"]}
+        return out
+
     def status(self) -> dict:
         frontends = []
         for state in self.l4.frontends.values():
@@ -217,10 +317,21 @@ class Daemon:
                 "dataplane": self.l4.name, "active": state.active,
                 "servers": pool.stats() if pool else []})
         frontends += self.l7.frontend_status()
+        if self.xdp is not None:
+            x = self.xdp_stats()
+            active = {f["id"]: f["active"] for f in x["frontends"]}
+            for f in self.xdp_frontends:
+                frontends.append({
+                    "lb_id": f.lb_id, "frontend": f.name, "listen": f"{f.address}:{f.port}",
+                    "protocol": str(f.protocol), "backend": f.backend.name,
+                    "algorithm": str(f.backend.algorithm), "stickiness": str(f.backend.stickiness),
+                    "dataplane": "xdp", "active": active.get(f.id, 0),
+                    "servers": x["backends"].get(str(f.backend.id), [])})
         self._add_health(frontends)
+        name = "xdp" if self.xdp is not None else self.l4.name
         return {"pid": os.getpid(), "config": os.path.abspath(self.config_path),
                 "uptime_s": round(time.time() - self.started_at, 1),
-                "dataplane": {"name": self.l4.name, "reason": self.dataplane_reason},
+                "dataplane": {"name": name, "reason": self.dataplane_reason},
                 "api": self.api.url if self.api is not None else None,
                 "reloads": self.reloads, "reload_failures": self.reload_failures,
                 "last_error": self.last_error, "ha": self.ha.status(), "frontends": frontends}

@@ -194,6 +194,7 @@ class DataplaneSection(Strict):
     xdp_mode: XdpMode = XdpMode.NATIVE
     snat_addresses: list[IpAddress] = Field(default_factory=list)
     workers: int_range(0, 256) = 0            # L7 worker processes, 0: one per CPU
+    pin_dir: str_len(1, 255) = "/sys/fs/bpf/lbfast"   # pinned XDP maps: flows survive restarts
 
 
 def _token(pattern: str, what: str):

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from control.model import Backend, LoadBalancer, Server
 from lbfast.enums import CheckType, Health
 
-DATAPLANES = ("l4", "l7", "xdp")      # daemon attributes that may hold a data plane with stats()
 
 
 def server_key(backend: Backend, server: Server) -> str:
@@ -46,23 +45,15 @@ class Observed:
         self.daemon = daemon
         self.frontends: dict[int, dict] = {}
         self.servers: dict[tuple[int, str], dict] = {}
-        for name in DATAPLANES:
-            plane = getattr(daemon, name, None)
-            stats = getattr(plane, "stats", None)
-            if not callable(stats):
-                continue
-            try:
-                st = stats()
-            except Exception:       # a data plane going away mid-request is not the API's failure
-                continue
-            for row in st.get("frontends", []) if isinstance(st, dict) else []:
-                if isinstance(row, dict) and "id" in row:
-                    _add(self.frontends, row["id"], row, FRONTEND_COUNTERS)
-            backends = st.get("backends", {}) if isinstance(st, dict) else {}
-            for bid, rows in (backends.items() if isinstance(backends, dict) else []):
-                for row in rows if isinstance(rows, list) else []:
-                    if isinstance(row, dict) and "key" in row:
-                        _add(self.servers, (int(bid), row["key"]), row, SERVER_COUNTERS)
+        try:
+            st = daemon.dataplane_stats()
+        except Exception:           # a data plane going away mid-request is not the API's failure
+            st = {}
+        for row in st.get("frontends", []):
+            _add(self.frontends, row["id"], row, FRONTEND_COUNTERS)
+        for bid, rows in st.get("backends", {}).items():
+            for row in rows:
+                _add(self.servers, (int(bid), row["key"]), row, SERVER_COUNTERS)
         monitor = getattr(daemon, "health", None)
         try:
             self.health = monitor.status() if monitor is not None and callable(getattr(monitor, "status", None)) else {}
