@@ -131,3 +131,56 @@ def test_xdp_mode_that_cannot_attach_is_a_clear_error(testbed, tmp_path):
     with pytest.raises(RuntimeError) as e:
         Daemon(tmp_path, cfg, wrap=["ip", "netns", "exec", testbed.lb.name])
     assert "dataplane.mode: xdp cannot run here" in str(e.value) and "nosuchdev0" in str(e.value)
+
+
+def test_twenty_reloads_under_load_on_the_xdp_path(xdp_testbed, tmp_path):
+    import threading
+    tb, pin_dir = xdp_testbed
+    d = Daemon(tmp_path, config(tb, pin_dir), wrap=["ip", "netns", "exec", tb.lb.name])
+    stop = threading.Event()
+    failures, served = [], []
+
+    def clients():
+        deadline = time.monotonic() + 60        # bounded: stops by itself
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                served.append(fetch(tb))
+            except OSError as e:
+                failures.append(repr(e))
+
+    def stream():                               # one established flow across every reload
+        with tb.client.connect(tb.vip, 80) as s:
+            deadline = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < deadline:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                if b"200 OK" not in s.recv(4096):
+                    failures.append("stream broke")
+                    return
+                time.sleep(0.01)
+
+    workers = [threading.Thread(target=clients) for _ in range(3)] + [threading.Thread(target=stream)]
+    for w in workers:
+        w.start()
+    try:
+        plans = [{}, {"algorithm": "source"}, {"algorithm": "leastconn"}, {"stickiness": "table"},
+                 {"servers": [{"address": tb.backends[0].ip}]}]
+        for i in range(20):
+            cfg = config(tb, pin_dir)
+            cfg["lbs"][0]["backends"][0].update(plans[i % len(plans)])
+            if i == 10:
+                cfg["lbs"][0]["backends"][0]["servers"][0]["weight"] = 999      # invalid: rejected
+            d.write(cfg)
+            before = d.status()
+            d.sighup()
+            wait_for(lambda: (d.status()["reloads"], d.status()["reload_failures"])
+                     != (before["reloads"], before["reload_failures"]), what=f"reload {i}")
+            time.sleep(0.1)
+        st = d.status()
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        d.close()
+    assert failures == []
+    assert st["reloads"] == 19 and st["reload_failures"] == 1
+    assert len(served) > 100 and set(served) == {"b0", "b1"}
