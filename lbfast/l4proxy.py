@@ -2,12 +2,12 @@
 interface), one listener per frontend VIP:port. Bytes go from one transport to the other
 with asyncio's flow control and are never buffered beyond a socket's high-water mark."""
 import asyncio
-import errno
 import logging
 import socket
 import time
 from collections.abc import Sequence
 
+from lbfast.listeners import listening_socket
 from lbfast.enums import Protocol, ProxyProtocol
 from lbfast.routing import Pool, ServerState
 from lbfast.spec import FrontendSpec
@@ -15,33 +15,6 @@ from lbfast.spec import FrontendSpec
 log = logging.getLogger("lbfast.l4")
 
 L4_PROTOCOLS = (Protocol.TCP,)
-IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
-
-
-def listening_socket(address: str, port: int, backlog: int = 4096) -> socket.socket:
-    """A listener on VIP:port. A VIP that is not (yet) on this host, as on a VRRP backup,
-    is bound with IP_FREEBIND so the frontend is ready when the address arrives."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((address, port))
-        except OSError as e:
-            if e.errno != errno.EADDRNOTAVAIL:
-                raise
-            log.warning("%s is not an address of this host: listening on %s:%d with IP_FREEBIND",
-                        address, address, port)
-            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-            sock.bind((address, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 class FrontendState:
     __slots__ = ("spec", "pool", "server", "active", "total", "bytes_in", "bytes_out", "refused")
 

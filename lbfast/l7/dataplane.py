@@ -15,7 +15,8 @@ from pathlib import Path
 from lbfast.enums import Protocol
 from lbfast.l7.channel import MAX_FDS, Channel
 from lbfast.l7.limits import L7Limits
-from lbfast.l7.proxy import cipher_suite, handles, listening_socket
+from lbfast.l7.proxy import cipher_suite, handles
+from lbfast.listeners import listening_socket
 from lbfast.l7.tls import TlsFrontend
 from lbfast.spec import FrontendSpec
 
@@ -158,7 +159,7 @@ class L7Dataplane:
                 if key not in self.sockets:
                     new[key] = []
                     for _ in range(n):
-                        new[key].append(listening_socket(f.address, f.port))
+                        new[key].append(listening_socket(f.address, f.port, reuseport=True))
         except OSError:
             for socks in new.values():
                 for s in socks:

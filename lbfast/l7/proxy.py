@@ -2,7 +2,6 @@
 bound here when run in-process), pools and cookie routes per backend, TLS contexts per
 frontend, the shared pool of idle server connections, and every open session."""
 import asyncio
-import errno
 import logging
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -13,12 +12,12 @@ from lbfast.l7.http_session import HttpSession
 from lbfast.l7.limits import L7Limits
 from lbfast.l7.tcp_session import TcpSession
 from lbfast.l7.tls import TlsFrontend
+from lbfast.listeners import listening_socket
 from lbfast.routing import Pool, ServerState
 from lbfast.spec import BackendSpec, FrontendSpec
 
 log = logging.getLogger("lbfast.l7")
 
-IP_FREEBIND = 15
 
 
 def handles(spec: FrontendSpec) -> bool:
@@ -30,31 +29,6 @@ def handles(spec: FrontendSpec) -> bool:
 
 def cipher_suite(spec: FrontendSpec):
     return getattr(spec, "cipher_suite", None) or spec.backend.cipher_suite
-
-
-def listening_socket(address: str, port: int, backlog: int = 4096) -> socket.socket:
-    """A SO_REUSEPORT listener: every worker gets its own on the same VIP:port and the
-    kernel spreads connections over them. A VIP not on this host binds with IP_FREEBIND."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind((address, port))
-        except OSError as e:
-            if e.errno != errno.EADDRNOTAVAIL:
-                raise
-            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-            sock.bind((address, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class FrontendState:
@@ -127,7 +101,7 @@ class L7Proxy:
             for key, f in wanted.items():
                 if key not in self.listen_socks:
                     given = (sockets or {}).get(key)
-                    new_socks[key] = given if given is not None else listening_socket(f.address, f.port)
+                    new_socks[key] = given if given is not None else listening_socket(f.address, f.port, reuseport=True)
                 if f.protocol == Protocol.HTTPS:
                     state = self.frontends.get(key)
                     if state is not None and state.tls is not None:

@@ -1,0 +1,37 @@
+"""Listening sockets for frontends, shared by the userspace L4 proxy and the L7 workers."""
+import errno
+import logging
+import socket
+
+log = logging.getLogger("lbfast.listen")
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+
+
+def listening_socket(address: str, port: int, backlog: int = 4096, reuseport: bool = False) -> socket.socket:
+    """A non-blocking listener on VIP:port. A VIP that is not (yet) on this host, as on a
+    VRRP backup, is bound with IP_FREEBIND so the frontend is ready when the address
+    arrives. `reuseport`: one listener per L7 worker, the kernel spreads connections."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL:
+                raise
+            log.info("%s is not an address of this host (yet): %s:%d listens with IP_FREEBIND",
+                     address, address, port)
+            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+            sock.bind((address, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
