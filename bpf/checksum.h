@@ -48,6 +48,16 @@ struct tuple_ref {
 static __always_inline __u16 csum_replace_tuple(__u16 csum, const struct tuple_ref *from,
                                                 const struct tuple_ref *to)
 {
+    if (from->family == FAMILY_V4 && to->family == FAMILY_V4) {    /* the common case */
+        __u64 sum = (__u16)~csum;
+        sum += (__u32)~from->src->v4;
+        sum += (__u32)~from->dst->v4;
+        sum += (__u32)~from->ports;
+        sum += to->src->v4;
+        sum += to->dst->v4;
+        sum += to->ports;
+        return fold_csum(sum);
+    }
     __u64 sum = (__u16)~csum;
     sum = csum_add_addr(sum, from->src, from->family, 0xffffffff);
     sum = csum_add_addr(sum, from->dst, from->family, 0xffffffff);

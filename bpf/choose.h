@@ -35,23 +35,19 @@ static __always_inline __u32 next_rr(__u32 backend)
 }
 
 /* Fewest open connections relative to weight (a/w < b/v as a*v < b*w) among the first
- * LEASTCONN_MAX_SCAN servers. The scan starts at a rotating position so that ties (an
- * idle backend) are shared round robin. It always runs LEASTCONN_MAX_SCAN steps, going
- * round again on shorter lists (a repeat never wins a strict <), and picks without a
- * branch: the verifier then walks one straight path instead of one per outcome.
- * Returns an index into sel->servers. */
-static __always_inline __u32 pick_leastconn(const struct selector *sel, __u32 backend)
+ * LEASTCONN_MAX_SCAN servers, in `steps` steps (a constant: short lists get a short
+ * loop) from a rotating start, so that ties (an idle backend) are shared round robin.
+ * Every step is taken, going round again on shorter lists (a repeat never wins a strict
+ * <), and the pick is made without a branch: the verifier then walks one straight path
+ * instead of one per outcome. Returns an index into sel->servers. */
+static __always_inline __u32 scan_leastconn(const struct selector *sel,
+                                            const struct active_conns *active, __u32 start,
+                                            __u32 len, const __u32 steps)
 {
-    __u32 zero = 0;
-    struct active_conns *active = active_conns.lookup(&zero);
-    __u32 len = sel->len < LEASTCONN_MAX_SCAN ? sel->len : LEASTCONN_MAX_SCAN;
-    __u32 start = next_rr(backend) % len;
-    if (!active)
-        return start;
     __u64 best = opaque(start) & (LEASTCONN_MAX_SCAN - 1);
     __s64 best_active = active->servers[sel->servers[best] & (MAX_SERVERS - 1)];
     __s64 best_weight = sel->weights[best];
-    for (__u32 i = 1; i < LEASTCONN_MAX_SCAN; i++) {
+    for (__u32 i = 1; i < steps; i++) {
         __u64 idx = opaque((start + i) % len) & (LEASTCONN_MAX_SCAN - 1);
         __s64 a = active->servers[sel->servers[idx] & (MAX_SERVERS - 1)];
         __s64 w = sel->weights[idx];
@@ -62,6 +58,23 @@ static __always_inline __u32 pick_leastconn(const struct selector *sel, __u32 ba
         best_weight = (w & take) | (best_weight & ~take);
     }
     return best;
+}
+
+#define MIN_SCAN(n) ((n) < LEASTCONN_MAX_SCAN ? (n) : LEASTCONN_MAX_SCAN)
+
+static __always_inline __u32 pick_leastconn(const struct selector *sel, __u32 backend)
+{
+    __u32 zero = 0;
+    struct active_conns *active = active_conns.lookup(&zero);
+    __u32 len = sel->len < LEASTCONN_MAX_SCAN ? sel->len : LEASTCONN_MAX_SCAN;
+    __u32 start = next_rr(backend) % len;
+    if (!active)
+        return start;
+    if (len <= MIN_SCAN(4))
+        return scan_leastconn(sel, active, start, len, MIN_SCAN(4));
+    if (len <= MIN_SCAN(16))
+        return scan_leastconn(sel, active, start, len, MIN_SCAN(16));
+    return scan_leastconn(sel, active, start, len, LEASTCONN_MAX_SCAN);
 }
 
 static __always_inline int pick_from_selector(const struct backend *be, __u32 backend,

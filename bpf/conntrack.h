@@ -1,4 +1,4 @@
-/* Connection tracking: one LRU map holds both directions of a flow. The forward entry
+/* Connection tracking: an LRU map (one per family) holds both directions of a flow. The forward entry
  * (client -> VIP) rewrites to SNAT address -> server, the reply entry (server -> SNAT
  * address) rewrites to VIP -> client. TCP entries follow FIN and RST to a short closing
  * timeout; UDP and open TCP entries expire after the frontend's idle timeout. */
@@ -7,6 +7,51 @@
 
 #include "counters.h"
 #include "parsing.h"
+
+/* ---- the two maps behind one interface: IPv4 keys are folded to flow_key4 ---- */
+static __always_inline void ct_key4(const struct flow_key *k, struct flow_key4 *k4)
+{
+    k4->src = k->src.v4;
+    k4->dst = k->dst.v4;
+    k4->sport = k->sport;
+    k4->dport = k->dport;
+    k4->proto = k->proto;
+    k4->pad[0] = k4->pad[1] = k4->pad[2] = 0;
+}
+
+static __always_inline struct flow_nat *ct_lookup(const struct flow_key *k)
+{
+    if (k->family == FAMILY_V4) {
+        struct flow_key4 k4;
+        ct_key4(k, &k4);
+        return conntrack.lookup(&k4);
+    }
+    return conntrack6.lookup((struct flow_key *)k);
+}
+
+/* BPF_NOEXIST when `only_new`; returns 0 or the map's error */
+static __always_inline int ct_store(const struct flow_key *k, struct flow_nat *v,
+                                    int only_new)
+{
+    if (k->family == FAMILY_V4) {
+        struct flow_key4 k4;
+        ct_key4(k, &k4);
+        return only_new ? conntrack.insert(&k4, v) : conntrack.update(&k4, v);
+    }
+    struct flow_key *k6 = (struct flow_key *)k;
+    return only_new ? conntrack6.insert(k6, v) : conntrack6.update(k6, v);
+}
+
+static __always_inline void ct_delete(const struct flow_key *k)
+{
+    if (k->family == FAMILY_V4) {
+        struct flow_key4 k4;
+        ct_key4(k, &k4);
+        conntrack.delete(&k4);
+    } else {
+        conntrack6.delete((struct flow_key *)k);
+    }
+}
 
 static __always_inline int ct_expired(const struct flow_nat *nat, __u64 now)
 {
@@ -92,7 +137,7 @@ static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct pack
         return;
     struct flow_key peer_key;
     ct_peer_key(nat, pkt->key.proto, &peer_key);
-    struct flow_nat *peer = conntrack.lookup(&peer_key);
+    struct flow_nat *peer = ct_lookup(&peer_key);
     if (flags & TCP_RST) {
         ct_close(nat, peer);
         return;
@@ -122,10 +167,10 @@ static __always_inline __u16 snat_claim(struct flow_key *reply_key, struct flow_
         *cursor = n + 1;
         __u16 port = SNAT_PORT_MIN + (n * NR_CPUS_POSSIBLE + cpu) % SNAT_PORT_COUNT;
         reply_key->dport = bpf_htons(port);
-        if (conntrack.insert(reply_key, reply) == 0)
+        if (ct_store(reply_key, reply, 1) == 0)
             return port;
-        struct flow_nat *held = conntrack.lookup(reply_key);
-        if (held && ct_expired(held, now) && conntrack.update(reply_key, reply) == 0)
+        struct flow_nat *held = ct_lookup(reply_key);
+        if (held && ct_expired(held, now) && ct_store(reply_key, reply, 0) == 0)
             return port;
     }
     return 0;
@@ -180,8 +225,8 @@ static __always_inline int ct_create(const struct packet *pkt, const struct fron
 static __always_inline int ct_insert_forward(struct packet *pkt, struct flow_nat *fwd,
                                              struct flow_key *reply_key)
 {
-    if (conntrack.update(&pkt->key, fwd)) {
-        conntrack.delete(reply_key);
+    if (ct_store(&pkt->key, fwd, 0)) {
+        ct_delete(reply_key);
         return REASON_DROP_CONNTRACK_FULL;
     }
     return REASON_NONE;

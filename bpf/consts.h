@@ -26,8 +26,12 @@
 #ifndef SELECTOR_SIZE
 #define SELECTOR_SIZE 16381
 #endif
+/* IPv4 and IPv6 flows have a conntrack each (entries per direction of a flow) */
 #ifndef CONNTRACK_SIZE
 #define CONNTRACK_SIZE 262144
+#endif
+#ifndef CONNTRACK6_SIZE
+#define CONNTRACK6_SIZE 65536
 #endif
 #ifndef STICKY_SIZE
 #define STICKY_SIZE 65536

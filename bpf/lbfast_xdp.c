@@ -91,7 +91,7 @@ static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *p
     int reason = ct_create(pkt, fe, server_slot, srv, now, &fwd, &reply_key);
     if (reason)
         return verdict(XDP_DROP, reason);
-    int unsent = resolve_next_hop(ctx, pkt, &fwd, &fwd.nh);
+    int unsent = server_next_hop(ctx, pkt, srv, &fwd, now);
     reason = ct_insert_forward(pkt, &fwd, &reply_key);
     if (reason)
         return verdict(XDP_DROP, reason);
@@ -114,7 +114,7 @@ static __always_inline int lbfast(struct xdp_md *ctx)
         return parse_verdict(parsed);
 
     __u64 now = bpf_jiffies64();
-    struct flow_nat *nat = conntrack.lookup(&pkt.key);
+    struct flow_nat *nat = ct_lookup(&pkt.key);
     if (nat && !ct_is_over(nat, &pkt, now))
         return forward_known_flow(ctx, &pkt, nat, now);
 

@@ -67,6 +67,26 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct pac
     return REASON_NONE;
 }
 
+/* A new flow's next hop: the one its server's previous new flow resolved, renewed about
+ * once a second, so new flows cost one FIB lookup per server and second rather than
+ * one each. (Routes that pick by source port, or multipath hashing, are thereby chosen
+ * per server and second rather than per flow.) */
+static __always_inline int server_next_hop(struct xdp_md *ctx, const struct packet *pkt,
+                                           struct server *srv, struct flow_nat *fwd,
+                                           __u64 now)
+{
+    if (srv->nh.ifindex && now - srv->nh_seen <= CT_REFRESH_JIFFIES) {
+        fwd->nh = srv->nh;
+        return REASON_NONE;
+    }
+    int unsent = resolve_next_hop(ctx, pkt, fwd, &fwd->nh);
+    if (!unsent) {
+        srv->nh = fwd->nh;
+        srv->nh_seen = now;
+    }
+    return unsent;
+}
+
 static __always_inline int send_out(struct xdp_md *ctx, __u32 ifindex)
 {
     if (TX_ON_SAME_DEVICE && ifindex == ctx->ingress_ifindex)

@@ -113,7 +113,7 @@ static __always_inline int reply_with_reset(struct xdp_md *ctx, const struct pac
     if (!(nat->flags & CT_F_CLOSED)) {
         struct flow_key peer_key;
         ct_peer_key(nat, pkt->key.proto, &peer_key);
-        ct_close(nat, conntrack.lookup(&peer_key));
+        ct_close(nat, ct_lookup(&peer_key));
     }
     if (pkt->key.proto != IPPROTO_TCP || (pkt->tcp_flags & TCP_RST))
         return XDP_DROP;

@@ -19,8 +19,9 @@ union addr {
     __be32 v6[4];
 };
 
-/* A packet's 5-tuple as the LB sees it on the wire: the conntrack key. Forward entries
- * are keyed client -> VIP, reply entries server -> SNAT address. */
+/* A packet's 5-tuple as the LB sees it on the wire: the IPv6 conntrack's key, and how
+ * the program handles tuples of either family. Forward entries are keyed client -> VIP,
+ * reply entries server -> SNAT address. */
 struct flow_key {
     union addr src;
     union addr dst;
@@ -29,6 +30,17 @@ struct flow_key {
     __u8 proto;
     __u8 family;        /* FAMILY_V4 / FAMILY_V6 */
     __u16 pad;
+};
+
+/* The IPv4 conntrack's key: the same 5-tuple in 16 bytes. Hashing and comparing the
+ * 40-byte key would cost every IPv4 packet a few more nanoseconds. */
+struct flow_key4 {
+    __be32 src;
+    __be32 dst;
+    __be16 sport;
+    __be16 dport;
+    __u8 proto;
+    __u8 pad[3];
 };
 
 /* Where a rewritten packet goes: the FIB's answer, cached in the conntrack entry (a FIB
@@ -103,6 +115,10 @@ struct server {
     __u16 backend;          /* backend slot */
     __u32 id;               /* ServerSpec.id */
     __u32 pad;
+    /* written by the program: the next hop its last new flow resolved, reused by the
+     * next ones for up to CT_REFRESH_JIFFIES (zeroed whenever Python rewrites it) */
+    struct next_hop nh;
+    __u64 nh_seen;          /* jiffies */
 };
 
 struct sticky_key {

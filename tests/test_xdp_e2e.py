@@ -495,6 +495,34 @@ def test_a_foreign_xdp_program_is_refused_not_replaced():
             os.close(fd)
 
 
+def test_native_falls_back_to_generic_with_a_warning(caplog):
+    """`lo` has no native XDP: the dataplane says so and runs in generic mode."""
+    from lbfast.xdp import XdpDataplane, remove_pins
+
+    pin_dir = f"/sys/fs/bpf/lbfast-fallback-{os.getpid()}"
+    with Testbed(backends=0) as tb:
+        with caplog.at_level("WARNING", logger="lbfast.xdp"):
+            dp = tb.lb.in_ns(lambda: XdpDataplane(["lo"], XdpMode.NATIVE, pin_dir=pin_dir))
+        try:
+            assert dp.attached == {"lo": XdpMode.GENERIC}
+            assert "falling back to generic" in caplog.text
+            assert attached_programs(tb, "lo") == ["lbfast_xdp"]
+        finally:
+            dp.close()
+            remove_pins(pin_dir)
+        assert attached_programs(tb, "lo") == []
+
+
+def test_probe_answers_for_the_daemon_auto_mode():
+    from lbfast.xdp import probe
+
+    with Testbed(backends=1) as tb:
+        ok, why = tb.lb.in_ns(probe, [tb.lb_client_if, *tb.lb_backend_ifs], XdpMode.NATIVE)
+        assert ok, why
+        ok, why = tb.lb.in_ns(probe, ["no-such-if"], XdpMode.NATIVE)
+        assert not ok and "no-such-if" in why
+
+
 def attached_programs(tb: Testbed, ifname: str) -> list[str]:
     """Names of the XDP programs on an LB interface (native and generic)."""
     from pyroute2 import NetNS

@@ -20,7 +20,8 @@ def world():
     pin_dir = f"/sys/fs/bpf/lbfast-fixtures-{os.getpid()}"
     with Testbed(backends=2) as tb:
         dp = tb.lb.in_ns(lambda: XdpDataplane(
-            [], pin_dir=pin_dir, constants={"CONNTRACK_SIZE": SMALL_CONNTRACK}))
+            [], pin_dir=pin_dir,
+            constants={"CONNTRACK_SIZE": SMALL_CONNTRACK, "CONNTRACK6_SIZE": SMALL_CONNTRACK}))
         try:
             yield World(tb, dp)
         finally:
@@ -30,7 +31,7 @@ def world():
 
 def clear_flow_state(dp) -> None:
     """Empty conntrack, sticky and throttle tables; zero cursors and open counts."""
-    for name in ("conntrack", "sticky", "throttle"):
+    for name in ("conntrack", "conntrack6", "sticky", "throttle"):
         m = dp.maps[name]
         for key in list(m.keys()):
             m.delete(key)

@@ -211,14 +211,14 @@ def maglev_choice(w: World) -> int:
     return table[hashing.source_slot(w.client_ip, len(table))]
 
 
-def _filler_key(i: int) -> st.FlowKey:
-    return st.FlowKey(src=st.Addr.of(f"10.99.{i // 250}.{i % 250 + 1}"),
-                      dst=st.Addr.of("10.98.0.1"), sport=st.be16(1000 + i), dport=st.be16(53),
-                      proto=17, family=st.FAMILY_V4)
+def _filler_key(i: int) -> st.FlowKey4:
+    return st.FlowKey4(src=st.Addr.of(f"10.99.{i // 250}.{i % 250 + 1}").v4,
+                       dst=st.Addr.of("10.98.0.1").v4, sport=st.be16(1000 + i),
+                       dport=st.be16(53), proto=17)
 
 
 def fill_conntrack(w: World) -> None:
-    """Fill the fixtures' small conntrack with unrelated flows."""
+    """Fill the fixtures' small (IPv4) conntrack with unrelated flows."""
     m = w.dp.maps["conntrack"]
     for i in range(SMALL_CONNTRACK):
         m.set(_filler_key(i), st.FlowNat())
@@ -228,9 +228,8 @@ def conntrack_stayed_full(w: World) -> None:
     m = w.dp.maps["conntrack"]
     entries = sum(1 for _ in m.keys())
     assert entries <= SMALL_CONNTRACK, entries
-    key = st.FlowKey(src=st.Addr.of(w.client_ip), dst=st.Addr.of(w.tb.vip),
-                     sport=st.be16(CLIENT_PORT), dport=st.be16(VPORT), proto=6,
-                     family=st.FAMILY_V4)
+    key = st.FlowKey4(src=st.Addr.of(w.client_ip).v4, dst=st.Addr.of(w.tb.vip).v4,
+                      sport=st.be16(CLIENT_PORT), dport=st.be16(VPORT), proto=6)
     assert m.get(key) is not None, "the new flow has no conntrack entry"
     evicted = sum(1 for i in range(SMALL_CONNTRACK) if m.get(_filler_key(i)) is None)
     assert evicted >= 2, "the LRU should have evicted filler entries for both directions"

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from lbfast.enums import XdpMode
 from lbfast.spec import BackendSpec, FrontendSpec
-from lbfast.xdp import clock, loader, neighbours, records, sysctls
+from lbfast.xdp import clock, conntrack, loader, neighbours, records, sysctls
 from lbfast.xdp import structs as st
 from lbfast.xdp.bpfmap import possible_cpus
 from lbfast.xdp.consts import Constants
@@ -309,22 +309,21 @@ class XdpDataplane:
             reset = int(self.consts["CT_F_RESET"])
             reply = int(self.consts["CT_F_REPLY"])
             closed = int(self.consts["CT_F_CLOSED"])
-            conntrack = self.maps["conntrack"]
             marked, flows = [], 0
-            for key, nat in list(conntrack.items()):
+            for m, key, flow, nat in list(conntrack.entries(self.maps)):
                 if nat.server != slot or nat.flags & closed:
                     continue
                 if not nat.flags & reply:
                     flows += 1
-                if key.proto != st.PROTO_NUMBERS["tcp"]:
-                    conntrack.delete(key)
+                if flow.proto != st.PROTO_NUMBERS["tcp"]:
+                    m.delete(key)
                     continue
                 nat.flags |= reset
                 try:
-                    conntrack.set(key, nat, BPF_EXIST)
+                    m.set(key, nat, BPF_EXIST)
                 except OSError:
                     continue        # evicted meanwhile
-                marked.append(key)
+                marked.append(flow)
             for key in marked:
                 self._challenger.challenge(key)
             return flows
@@ -377,7 +376,7 @@ class XdpDataplane:
             counts = st.active_conns_type(c)()
             skip = int(c["CT_F_REPLY"]) | int(c["CT_F_CLOSED"])
             per_flow = int(c["ACTIVE_PER_FLOW"])
-            for _, nat in self.maps["conntrack"].items():
+            for _, _, _, nat in conntrack.entries(self.maps):
                 idle = (now - nat.last_seen) & 0xFFFFFFFF
                 if nat.flags & skip or idle > nat.idle_timeout_s * hz:
                     continue

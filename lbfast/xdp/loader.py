@@ -106,6 +106,10 @@ class Program:
     compile_seconds: float
     _bcc: object = field(repr=False, default=None)
 
+    def bcc_table(self, name: str):
+        """bcc's handle on a map only a build variant has (not pinned, not in MAPS)."""
+        return self._bcc.get_table(name)
+
     def close(self) -> None:
         """Drop our references. An attached program stays loaded by its interface; the
         maps stay by their pins."""

@@ -34,6 +34,11 @@ class FlowKey(ct.Structure):
                 ("proto", ct.c_uint8), ("family", ct.c_uint8), ("pad", ct.c_uint16)]
 
 
+class FlowKey4(ct.Structure):
+    _fields_ = [("src", ct.c_uint32), ("dst", ct.c_uint32), ("sport", ct.c_uint16),
+                ("dport", ct.c_uint16), ("proto", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
+
+
 class NextHop(ct.Structure):
     _fields_ = [("dmac", ct.c_uint8 * 6), ("smac", ct.c_uint8 * 6), ("ifindex", ct.c_uint32)]
 
@@ -65,7 +70,8 @@ class Backend(ct.Structure):
 class Server(ct.Structure):
     _fields_ = [("addr", Addr), ("snat", Addr), ("port", ct.c_uint16), ("family", ct.c_uint8),
                 ("flags", ct.c_uint8), ("weight", ct.c_uint16), ("backend", ct.c_uint16),
-                ("id", ct.c_uint32), ("pad", ct.c_uint32)]
+                ("id", ct.c_uint32), ("pad", ct.c_uint32), ("nh", NextHop),
+                ("nh_seen", ct.c_uint64)]
 
 
 class StickyKey(ct.Structure):
@@ -126,7 +132,7 @@ def active_conns_type(consts: Constants = DEFAULTS) -> type[ct.Structure]:
 def c_structs(consts: Constants = DEFAULTS) -> dict[str, type[ct.Structure | ct.Union]]:
     """C name -> mirror, for the layout test."""
     return {
-        "addr": Addr, "flow_key": FlowKey, "next_hop": NextHop, "flow_nat": FlowNat, "frontend_key": FrontendKey,
+        "addr": Addr, "flow_key": FlowKey, "flow_key4": FlowKey4, "next_hop": NextHop, "flow_nat": FlowNat, "frontend_key": FrontendKey,
         "frontend": Frontend, "backend": Backend, "selector": selector_type(consts),
         "server": Server, "sticky_key": StickyKey, "sticky": Sticky,
         "throttle_key": ThrottleKey, "throttle_bucket": ThrottleBucket, "neigh_key": NeighKey,
