@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -408,11 +409,32 @@ def test_ipv6_servers_behind_the_ipv4_vip(fresh):
     assert not errors and set(got) == {"b0", "b1"} and sum(got.values()) == 40
 
 
+def test_a_refused_apply_changes_nothing(fresh):
+    from lbfast.xdp.snat import SnatError
+
+    tb = fresh.tb
+    before = fresh.stats()
+    bad = frontends(tb)
+    unroutable = ServerSpec(id=99, address="192.0.2.1", port=80)   # the LB has no route
+    be = bad[0].backend
+    bad[0] = replace(bad[0], backend=replace(be, servers=be.servers + (unroutable,)))
+    with pytest.raises(SnatError, match="192.0.2.1"):
+        fresh.dp.apply(bad)
+    after = fresh.stats()
+    assert after["servers"].keys() == before["servers"].keys()
+    assert after["servers"][HTTP_ID].keys() == before["servers"][HTTP_ID].keys()
+    got, errors = many_gets(tb, 10, concurrency=2)
+    assert not errors and sum(got.values()) == 10
+
+
 def test_established_flows_survive_a_restart_without_detach(fresh):
     tb = fresh.tb
     sock, name = keepalive(tb)
     try:
+        counted = fresh.stats()["frontends"][HTTP_ID]["new_connections"]
         fresh.reopen(detach=False)          # like a daemon restart: pins and program stay
+        # the new daemon found its frontends, slots and counters in the pinned maps
+        assert fresh.stats()["frontends"][HTTP_ID]["new_connections"] >= counted
         assert http_get(tb.vip, keep=sock) == name
         fresh.dp.apply(frontends(tb))       # the new daemon's first apply changes nothing
         assert http_get(tb.vip, keep=sock) == name

@@ -8,7 +8,11 @@ import random
 import socket
 import struct
 
+from lbfast.xdp import conntrack
+from lbfast.xdp import structs as st
+from lbfast.xdp.consts import Constants
 from lbfast.xdp.structs import FAMILY_V4, port_of
+from lbfast.xdp.syscall import BPF_EXIST
 
 IPPROTO_TCP = 6
 TCP_SYN = 0x02
@@ -71,3 +75,29 @@ class Challenger:
         self._v4.close()
         self._v6.close()
 
+
+
+def purge_server_flows(maps: dict, consts: Constants, slot: int,
+                       challenger: Challenger) -> int:
+    """Cut the open flows of server `slot`: UDP entries go, TCP ones are marked for a
+    RST and both their ends challenged. Returns how many flows were cut."""
+    reset, reply = int(consts["CT_F_RESET"]), int(consts["CT_F_REPLY"])
+    closed = int(consts["CT_F_CLOSED"])
+    marked, flows = [], 0
+    for m, key, flow, nat in list(conntrack.entries(maps)):
+        if nat.server != slot or nat.flags & closed:
+            continue
+        if not nat.flags & reply:
+            flows += 1
+        if flow.proto != st.PROTO_NUMBERS["tcp"]:
+            m.delete(key)
+            continue
+        nat.flags |= reset
+        try:
+            m.set(key, nat, BPF_EXIST)
+        except OSError:
+            continue        # evicted meanwhile
+        marked.append(flow)
+    for flow in marked:
+        challenger.challenge(flow)
+    return flows
