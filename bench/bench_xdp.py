@@ -1,13 +1,13 @@
 """Per-packet cost of the XDP program, as the kernel times it with BPF_PROG_TEST_RUN
 (targets here: an established-flow packet <= 80 ns, a new flow <= 400 ns).
 
-    python -m bench.bench_xdp [--runs 15] [--repeat 1000]
+    python -m bench.bench_xdp [--runs 10] [--repeat 1000] [--cpu 0]
 
 Like Katran's perf tester, each run hands the kernel one packet and a repeat count and
 reads back the mean time per run. The kernel repeats the program on the packet as the
 previous run left it, so the program is built with -DLBFAST_BENCH, which puts the
-original bytes back after each run (and, for new flows, moves to the next source port so
-every run is a new flow). Runs happen in a testbed's LB namespace (real FIB lookups), on
+original bytes back after each run (and, for new flows, gives each run its own source
+port, so every run is a new flow; bpf/bench.h). Runs happen in a testbed's LB namespace (real FIB lookups), on
 one CPU. New flows go into a conntrack with room (runs x repeat flows), and into a full
 one where every insert makes the LRU evict (the steady state of a busy LB). The figures
 include the test harness' own cost per repeat, printed as "harness" (a program that
@@ -50,7 +50,7 @@ def packet(tb: Testbed, flags: str, dst: str | None = None) -> bytes:
                  / Raw(PAYLOAD))
 
 
-def host_busy(sample_s: float = 0.0, _last: list = []) -> float:
+def host_busy(_last: list = []) -> float:
     """Share of all CPUs busy since the previous call (the machines are shared)."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]

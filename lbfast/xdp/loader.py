@@ -65,10 +65,10 @@ def pin_mismatch(path: str, name: str, consts: Constants) -> str | None:
     finally:
         os.close(fd)
     want = (syscall.MAP_TYPES[spec.kind], ct.sizeof(spec.key(consts)),
-            ct.sizeof(spec.value(consts)), spec.max_entries(consts))
-    have = (info.type, info.key_size, info.value_size, info.max_entries)
+            ct.sizeof(spec.value(consts)), spec.max_entries(consts), spec.flags)
+    have = (info.type, info.key_size, info.value_size, info.max_entries, info.map_flags)
     if want != have:
-        return f"layout changed (type, key, value, entries) {have} -> {want}"
+        return f"layout changed (type, key, value, entries, flags) {have} -> {want}"
     return None
 
 

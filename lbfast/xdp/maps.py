@@ -16,6 +16,7 @@ class MapSpec:
     key: Callable[[Constants], type]
     value: Callable[[Constants], type]
     size: str | int           # constant name, or a literal
+    flags: int = 0            # map_flags
 
     @property
     def percpu(self) -> bool:
@@ -30,15 +31,17 @@ def _fixed(t: type) -> Callable[[Constants], type]:
 
 
 U32, U64 = _fixed(ct.c_uint32), _fixed(ct.c_uint64)
+BPF_F_NO_COMMON_LRU = 1 << 1
 
 MAPS: tuple[MapSpec, ...] = (
     MapSpec("frontends", "hash", _fixed(st.FrontendKey), _fixed(st.Frontend), "MAX_FRONTENDS"),
     MapSpec("backends", "array", U32, _fixed(st.Backend), "MAX_BACKENDS"),
     MapSpec("selectors", "array", U32, st.selector_type, "MAX_SELECTORS"),
     MapSpec("servers", "array", U32, _fixed(st.Server), "MAX_SERVERS"),
-    MapSpec("conntrack", "lru_hash", _fixed(st.FlowKey4), _fixed(st.FlowNat), "CONNTRACK_SIZE"),
+    MapSpec("conntrack", "lru_hash", _fixed(st.FlowKey4), _fixed(st.FlowNat), "CONNTRACK_SIZE",
+            BPF_F_NO_COMMON_LRU),
     MapSpec("conntrack6", "lru_hash", _fixed(st.FlowKey), _fixed(st.FlowNat),
-            "CONNTRACK6_SIZE"),
+            "CONNTRACK6_SIZE", BPF_F_NO_COMMON_LRU),
     MapSpec("sticky", "lru_hash", _fixed(st.StickyKey), _fixed(st.Sticky), "STICKY_SIZE"),
     MapSpec("throttle", "lru_hash", _fixed(st.ThrottleKey), _fixed(st.ThrottleBucket),
             "THROTTLE_SIZE"),
