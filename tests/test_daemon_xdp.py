@@ -55,7 +55,7 @@ def test_l4_frontend_goes_through_xdp(xdp_testbed, tmp_path):
     d = Daemon(tmp_path, config(tb, pin_dir), wrap=["ip", "netns", "exec", tb.lb.name])
     try:
         st = d.status()
-        assert st["dataplane"]["name"] == "xdp" and "XDP on" in st["dataplane"]["reason"]
+        assert st["dataplane"]["name"] == "xdp" and "XDP (native) on" in st["dataplane"]["reason"]
         got = Counter(fetch(tb) for _ in range(200))
         assert got == {"b0": 100, "b1": 100}
         stats = d.stats()
