@@ -4,10 +4,12 @@
  *   lookup     conntrack by 5-tuple: both directions of known flows conntrack.h
  *   choose     new flow to a frontend: throttle, sticky, algorithm  throttle.h choose.h
  *   rewrite    addresses, ports, checksums; IPv4 <-> IPv6           nat.h
- *   send       FIB lookup, XDP_TX or redirect                        next_hop.h
+ *   send       next hop (FIB, cached per flow and per server),      next_hop.h
+ *              redirect
  *
  * Everything else passes to the kernel. What is dropped or passed, and why, is listed
- * with the reason codes in consts.h. Maps are in maps.h, their structs in structs.h.
+ * with the reason codes in consts.h; a purged flow is answered with a RST (reset.h).
+ * Maps are in maps.h, their structs in structs.h; bench.h is the bench build's wrapper.
  */
 #include <linux/if_ether.h>
 #include <linux/in.h>
