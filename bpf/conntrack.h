@@ -1,7 +1,8 @@
-/* Connection tracking: an LRU map (one per family) holds both directions of a flow. The forward entry
- * (client -> VIP) rewrites to SNAT address -> server, the reply entry (server -> SNAT
- * address) rewrites to VIP -> client. TCP entries follow FIN and RST to a short closing
- * timeout; UDP and open TCP entries expire after the frontend's idle timeout. */
+/* Connection tracking: an LRU map (one per family) holds both directions of a flow. The
+ * forward entry (client -> VIP) rewrites to SNAT address -> server, the reply entry
+ * (server -> SNAT address) rewrites to VIP -> client. TCP entries follow FIN and RST to
+ * a closed flow's timeout (TIME_WAIT when the server closed first); UDP and open TCP
+ * entries expire after the frontend's idle timeout. */
 #ifndef LBFAST_CONNTRACK_H
 #define LBFAST_CONNTRACK_H
 
@@ -55,8 +56,9 @@ static __always_inline void ct_delete(const struct flow_key *k)
 
 static __always_inline int ct_expired(const struct flow_nat *nat, __u64 now)
 {
-    __u64 timeout_s = (nat->flags & CT_F_CLOSED) ? CT_CLOSING_TIMEOUT_S
-                                                 : nat->idle_timeout_s;
+    __u64 timeout_s = nat->idle_timeout_s;
+    if (nat->flags & CT_F_CLOSED)
+        timeout_s = (nat->flags & CT_F_SERVER_TW) ? CT_TIME_WAIT_S : CT_CLOSED_S;
     return (__s64)(now - nat->last_seen) > (__s64)(timeout_s * JIFFIES_PER_S);
 }
 
@@ -145,7 +147,13 @@ static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct pack
     struct flow_nat *fwd = (nat->flags & CT_F_REPLY) ? peer : nat;
     if (!fwd)
         return;
-    ct_half_close(fwd, (nat->flags & CT_F_REPLY) ? CT_FIN_SERVER : CT_FIN_CLIENT);
+    __u32 side = (nat->flags & CT_F_REPLY) ? CT_FIN_SERVER : CT_FIN_CLIENT;
+    if (side == CT_FIN_SERVER && !(fwd->fins & CT_FIN_CLIENT)) {
+        /* the server closes first: its TIME_WAIT will hold this tuple */
+        nat->flags |= CT_F_SERVER_TW;
+        fwd->flags |= CT_F_SERVER_TW;
+    }
+    ct_half_close(fwd, side);
     if ((fwd->fins & (CT_FIN_CLIENT | CT_FIN_SERVER)) == (CT_FIN_CLIENT | CT_FIN_SERVER))
         ct_mark_closed(nat, peer);
 }

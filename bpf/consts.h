@@ -53,14 +53,15 @@
 #endif
 
 /* ---- SNAT ports: each CPU walks its own interleaved sequence through the range, so
- * a port comes back into use as late as possible (servers keep TIME_WAIT). The loader
- * reserves the range from the host's ephemeral ports (32768-60999 by default), leaving
- * it the ports below for its own connections, health checks included. ---- */
+ * a port comes back into use as late as possible. The default range lies below the
+ * host's ephemeral ports (32768-60999), which its own connections (health checks) use;
+ * the loader also reserves it (ip_local_reserved_ports) against a wider ephemeral
+ * range. A port is per (SNAT address, server address and port). ---- */
 #ifndef SNAT_PORT_MIN
-#define SNAT_PORT_MIN 40000
+#define SNAT_PORT_MIN 10000
 #endif
 #ifndef SNAT_PORT_MAX
-#define SNAT_PORT_MAX 60999
+#define SNAT_PORT_MAX 32767
 #endif
 #ifndef SNAT_PORT_TRIES
 #define SNAT_PORT_TRIES 8
@@ -71,10 +72,17 @@
 #define SNAT_PORT_COUNT (SNAT_PORT_MAX - SNAT_PORT_MIN + 1)
 
 /* ---- conntrack timing (the clock is jiffies: JIFFIES_PER_S comes from the loader) ---- */
-/* After a RST or FINs both ways: long enough for the last ACKs, and it keeps the SNAT
- * port reserved while the server may hold TIME_WAIT on it. */
-#ifndef CT_CLOSING_TIMEOUT_S
-#define CT_CLOSING_TIMEOUT_S 60
+/* A closed flow's entries (and its SNAT port) stay this long. If the server closed
+ * first it holds TIME_WAIT on the NAT tuple, and a new SYN from the same port would
+ * meet it (PAWS drops it: the client's timestamps are not the old flow's): the port
+ * waits out TIME_WAIT. Otherwise (client closed first, or a RST) only stray last
+ * segments can follow, and the port is free again soon: one-connection-per-request
+ * traffic would otherwise run out of ports at 22768 / 60 s per server. */
+#ifndef CT_TIME_WAIT_S
+#define CT_TIME_WAIT_S 60
+#endif
+#ifndef CT_CLOSED_S
+#define CT_CLOSED_S 2
 #endif
 /* An entry's last_seen and cached next hop are renewed at most this often (in
  * jiffies: about a second), so established packets rarely write to the entry that both
@@ -111,10 +119,13 @@
 #define CT_F_REPLY 1          /* entry translates server -> client packets */
 #endif
 #ifndef CT_F_CLOSED
-#define CT_F_CLOSED 8         /* RST or FINs both ways seen: the short timeout applies */
+#define CT_F_CLOSED 8         /* RST or FINs both ways seen: a closed flow's timeout */
 #endif
 #ifndef CT_F_RESET
 #define CT_F_RESET 16         /* purged by the control plane: answer with RST */
+#endif
+#ifndef CT_F_SERVER_TW
+#define CT_F_SERVER_TW 32     /* the server closed first: it holds TIME_WAIT */
 #endif
 /* flow_nat.fins: sides closed (their half of the open count already lowered) */
 #ifndef CT_FIN_CLIENT

@@ -497,6 +497,38 @@ def test_generic_mode_and_detach_on_close(mode):
             tb.client.in_ns(http_get, tb.vip)
 
 
+def test_snat_ports_of_client_closed_flows_come_back_soon():
+    """A port whose flow the client closed first is free again after CT_CLOSED_S (the
+    server holds no TIME_WAIT on it): a build with 8 SNAT ports serves 20 flows."""
+    from lbfast.xdp import XdpDataplane, remove_pins
+
+    pin_dir = f"/sys/fs/bpf/lbfast-ports-{os.getpid()}"
+    with Testbed(backends=2) as tb:
+        tb.start_backend_servers(("tcp_echo",))
+        tb.add_vip_local()
+        prepare_native_xdp(tb)
+        ifnames = [tb.lb_client_if, *tb.lb_backend_ifs]
+        dp = tb.lb.in_ns(lambda: XdpDataplane(ifnames, pin_dir=pin_dir, constants={
+            "SNAT_PORT_MIN": 10000, "SNAT_PORT_MAX": 10007, "CT_CLOSED_S": 1}))
+        try:
+            dp.apply(frontends(tb))
+
+            def echo_and_close() -> None:
+                with socket.create_connection((tb.vip, ECHO), timeout=3) as s:
+                    s.sendall(b"ping")
+                    assert s.recv(10) == b"ping"
+                    # the client closes first: its FIN goes before the server's
+
+            for _ in range(5):          # 4 flows a round: at most 2 per server and CPU
+                for _ in range(4):
+                    tb.client.in_ns(echo_and_close)
+                time.sleep(1.3)
+            assert dp.stats()["reasons"]["drop_no_snat_port"] == 0
+        finally:
+            dp.close()
+            remove_pins(pin_dir)
+
+
 def test_a_foreign_xdp_program_is_refused_not_replaced():
     from pyroute2 import NetNS
 

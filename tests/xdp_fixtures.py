@@ -6,7 +6,7 @@ through BPF_PROG_TEST_RUN in a testbed's LB namespace.
 
 Every case starts from empty flow state (conntrack, sticky, throttle, cursors) and runs
 on CPU 0, so server choice and SNAT ports are deterministic: the k-th new flow of a case
-gets SNAT port 40000 + k * (possible CPUs), see World.snat_port.
+gets SNAT port 10000 + k * (possible CPUs), see World.snat_port.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP
 VPORT = 80
 SPORT = 8080
 CLIENT_PORT = 40000
-FIRST_SNAT_PORT = 40000
+FIRST_SNAT_PORT = 10000
 SMALL_CONNTRACK = 1024     # the fixtures' build: small enough to fill in a case
 
 
@@ -261,6 +261,33 @@ def rst_to_client(seq: int):
     return build
 
 
+def fin_from(side: str):
+    """A FIN from the client, or from server b0 to its flow's SNAT port."""
+    def build(w: World) -> Send:
+        if side == "client":
+            return Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64, id=8)
+                        / TCP(sport=CLIENT_PORT, dport=VPORT, flags="FA", seq=1001, ack=5001))
+        return Send(w.server_to_lb(0) / IP(src=w.server_ip(0), dst=w.snat_ip(0), ttl=64, id=9)
+                    / TCP(sport=SPORT, dport=w.snat_port(0), flags="FA", seq=5001, ack=1002),
+                    ingress="b0")
+    return build
+
+
+def forward_entry(w: World) -> st.FlowNat:
+    key = st.FlowKey4(src=st.Addr.of(w.client_ip).v4, dst=st.Addr.of(w.tb.vip).v4,
+                      sport=st.be16(CLIENT_PORT), dport=st.be16(VPORT), proto=6)
+    return w.dp.maps["conntrack"].get(key)
+
+
+def closed(server_time_wait: bool):
+    def check(w: World) -> None:
+        flags = forward_entry(w).flags
+        c = w.dp.consts
+        assert flags & int(c["CT_F_CLOSED"]), "both FINs seen: the flow is closed"
+        assert bool(flags & int(c["CT_F_SERVER_TW"])) == server_time_wait, flags
+    return check
+
+
 def _port_seq(n: int) -> list[Callable[[World], Send]]:
     return [syn(CLIENT_PORT + 1 + i) for i in range(n)]
 
@@ -340,6 +367,13 @@ CASES: list[Case] = [
     Case("shutdown_sessions: a purged flow's next packet is answered with a RST",
          DEFAULT, ack(), XDP_REDIRECT, rst_to_client(5001), reason="tx_reset",
          before=[syn()], setup=purge(0)),
+    # ---- closing
+    Case("closing: the server's FIN first keeps the SNAT port for its TIME_WAIT",
+         DEFAULT, fin_from("client"), XDP_REDIRECT, before=[syn(), fin_from("server")],
+         check=closed(server_time_wait=True)),
+    Case("closing: the client's FIN first frees the SNAT port soon after",
+         DEFAULT, fin_from("server"), XDP_REDIRECT, before=[syn(), fin_from("client")],
+         check=closed(server_time_wait=False)),
     # ---- throttle
     Case("client_conn_throttle 2/s: the third SYN within the second is dropped",
          config(throttle=2), syn(), XDP_DROP, reason="drop_throttled", before=_port_seq(2)),
