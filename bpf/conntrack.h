@@ -6,6 +6,7 @@
 #ifndef LBFAST_CONNTRACK_H
 #define LBFAST_CONNTRACK_H
 
+#include "bounds.h"
 #include "counters.h"
 #include "parsing.h"
 
@@ -158,22 +159,27 @@ static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct pack
         ct_mark_closed(nat, peer);
 }
 
-/* Claim an SNAT port towards the server by inserting the reply entry: BPF_NOEXIST makes
- * the insert the claim, so two CPUs never share a port. An expired holder is replaced.
- * Each CPU walks its own interleaved sequence through the range. Returns the port in
- * host order, or 0. */
-static __always_inline __u16 snat_claim(struct flow_key *reply_key, struct flow_nat *reply,
-                                        __u64 now)
+/* Claim an SNAT address and port towards the server by inserting the reply entry:
+ * BPF_NOEXIST makes the insert the claim, so two CPUs never share one. An expired
+ * holder is replaced. Each CPU walks its own interleaved sequence through the addresses
+ * and ports. Fills reply_key->dst and ->dport; returns the port in host order, or 0. */
+static __always_inline __u16 snat_claim(const struct server *srv, struct flow_key *reply_key,
+                                        struct flow_nat *reply, __u64 now)
 {
     __u32 zero = 0;
     __u32 *cursor = snat_cursor.lookup(&zero);
     if (!cursor)
         return 0;
     __u32 cpu = bpf_get_smp_processor_id();
+    __u32 count = srv->snat_count ? srv->snat_count : 1;
     for (int i = 0; i < SNAT_PORT_TRIES; i++) {
         __u32 n = *cursor;
         *cursor = n + 1;
-        __u16 port = SNAT_PORT_MIN + (n * NR_CPUS_POSSIBLE + cpu) % SNAT_PORT_COUNT;
+        __u64 which = opaque(n % count);
+        if (which >= SNAT_PER_SERVER)
+            which = 0;
+        __u16 port = SNAT_PORT_MIN + ((n / count) * NR_CPUS_POSSIBLE + cpu) % SNAT_PORT_COUNT;
+        reply_key->dst = srv->snat[which];
         reply_key->dport = bpf_htons(port);
         if (ct_store(reply_key, reply, 1) == 0)
             return port;
@@ -184,15 +190,14 @@ static __always_inline __u16 snat_claim(struct flow_key *reply_key, struct flow_
     return 0;
 }
 
-/* A new flow to `srv`: claims the SNAT port with the reply entry and fills fwd, the
- * forward entry, which ct_insert_forward stores once its next hop is known. Returns
- * REASON_NONE or why the flow cannot be created. */
+/* A new flow to `srv`: claims the SNAT address and port with the reply entry and fills
+ * fwd, the forward entry, which ct_insert_forward stores once its next hop is known.
+ * Returns REASON_NONE or why the flow cannot be created. */
 static __always_inline int ct_create(const struct packet *pkt, const struct frontend *fe,
                                      __u16 server_slot, const struct server *srv, __u64 now,
                                      struct flow_nat *fwd, struct flow_key *reply_key)
 {
     reply_key->src = srv->addr;
-    reply_key->dst = srv->snat;
     reply_key->sport = srv->port;
     reply_key->proto = pkt->key.proto;
     reply_key->family = srv->family;
@@ -209,11 +214,11 @@ static __always_inline int ct_create(const struct packet *pkt, const struct fron
         .idle_timeout_s = fe->idle_timeout_s,
         .last_seen = now,
     };
-    __u16 port = snat_claim(reply_key, &reply, now);
+    __u16 port = snat_claim(srv, reply_key, &reply, now);
     if (!port)
         return REASON_DROP_NO_SNAT_PORT;
 
-    fwd->src = srv->snat;
+    fwd->src = reply_key->dst;
     fwd->dst = srv->addr;
     fwd->sport = bpf_htons(port);
     fwd->dport = srv->port;

@@ -66,6 +66,11 @@
 #ifndef SNAT_PORT_TRIES
 #define SNAT_PORT_TRIES 8
 #endif
+/* SNAT addresses a server's flows may leave from (snat_addresses of its family): each
+ * brings its own port range, so more addresses carry more concurrent flows */
+#ifndef SNAT_PER_SERVER
+#define SNAT_PER_SERVER 4
+#endif
 #ifndef NR_CPUS_POSSIBLE
 #define NR_CPUS_POSSIBLE 1
 #endif

@@ -107,14 +107,15 @@ struct selector {
 
 struct server {
     union addr addr;
-    union addr snat;        /* LB source address towards it (same family) */
+    union addr snat[SNAT_PER_SERVER];   /* LB source addresses towards it (its family) */
     __be16 port;
     __u8 family;
     __u8 flags;             /* SERVER_F_* */
     __u16 weight;
     __u16 backend;          /* backend slot */
     __u32 id;               /* ServerSpec.id */
-    __u32 pad;
+    __u8 snat_count;        /* used entries of snat[], at least 1 */
+    __u8 pad[3];
     /* written by the program: the next hop its last new flow resolved, reused by the
      * next ones for up to CT_REFRESH_JIFFIES (zeroed whenever Python rewrites it) */
     struct next_hop nh;

@@ -529,6 +529,33 @@ def test_snat_ports_of_client_closed_flows_come_back_soon():
             remove_pins(pin_dir)
 
 
+def test_configured_snat_addresses_are_taken_in_turn():
+    """With snat_addresses, flows leave from each of them (each a port range of its own)."""
+    from lbfast.xdp import XdpDataplane, conntrack, remove_pins
+
+    sources = ["10.200.9.1", "10.200.9.2"]
+    pin_dir = f"/sys/fs/bpf/lbfast-snat-{os.getpid()}"
+    with Testbed(backends=2) as tb:
+        tb.start_backend_servers(("http",))
+        tb.add_vip_local()
+        prepare_native_xdp(tb)
+        for address in sources:        # on the LB's lo; the servers reach them via the LB
+            tb.lb.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"])
+        ifnames = [tb.lb_client_if, *tb.lb_backend_ifs]
+        dp = tb.lb.in_ns(lambda: XdpDataplane(ifnames, pin_dir=pin_dir,
+                                              snat_addresses=sources))
+        try:
+            dp.apply(frontends(tb))
+            got, errors = many_gets(tb, 40, concurrency=2)
+            assert not errors and sum(got.values()) == 40
+            used = {nat.src.ip(nat.family) for _, _, flow, nat in conntrack.entries(dp.maps)
+                    if not nat.flags & int(dp.consts["CT_F_REPLY"])}
+            assert used == set(sources)
+        finally:
+            dp.close()
+            remove_pins(pin_dir)
+
+
 def test_a_foreign_xdp_program_is_refused_not_replaced():
     from pyroute2 import NetNS
 

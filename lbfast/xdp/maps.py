@@ -37,7 +37,7 @@ MAPS: tuple[MapSpec, ...] = (
     MapSpec("frontends", "hash", _fixed(st.FrontendKey), _fixed(st.Frontend), "MAX_FRONTENDS"),
     MapSpec("backends", "array", U32, _fixed(st.Backend), "MAX_BACKENDS"),
     MapSpec("selectors", "array", U32, st.selector_type, "MAX_SELECTORS"),
-    MapSpec("servers", "array", U32, _fixed(st.Server), "MAX_SERVERS"),
+    MapSpec("servers", "array", U32, st.server_type, "MAX_SERVERS"),
     MapSpec("conntrack", "lru_hash", _fixed(st.FlowKey4), _fixed(st.FlowNat), "CONNTRACK_SIZE",
             BPF_F_NO_COMMON_LRU),
     MapSpec("conntrack6", "lru_hash", _fixed(st.FlowKey), _fixed(st.FlowNat),

@@ -1,6 +1,6 @@
-"""The LB address a server's flows leave from (full NAT): by default the preferred source
-of the route to the server, as the kernel would choose it; or one of the configured
-`snat_addresses` of the server's family."""
+"""The LB addresses a server's flows leave from (full NAT): by default the preferred
+source of the route to the server, as the kernel would choose it; or the configured
+`snat_addresses` of the server's family, which the program takes in turn."""
 import ipaddress
 
 from pyroute2 import IPRoute
@@ -24,13 +24,15 @@ class SnatResolver:
         msg = msgs[0]
         return msg.get_attr("RTA_PREFSRC"), msg.get_attr("RTA_OIF")
 
-    def source_for(self, server_ip: str) -> str:
+    def sources_for(self, server_ip: str, most: int) -> list[str]:
+        """The configured addresses of the server's family (up to `most`; each brings a
+        port range of its own), else the route's preferred source."""
         version = ipaddress.ip_address(server_ip).version
-        configured = [a for a in self._configured if a.version == version]
+        configured = [str(a) for a in self._configured if a.version == version]
         if configured:
-            return str(configured[0])
+            return configured[:most]
         src, _ = self.route(server_ip)
         if not src:
             raise SnatError(f"the route to server {server_ip} has no source address; "
                             f"configure snat_addresses")
-        return src
+        return [src]

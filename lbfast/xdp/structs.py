@@ -67,13 +67,6 @@ class Backend(ct.Structure):
                 ("digest", ct.c_uint64)]
 
 
-class Server(ct.Structure):
-    _fields_ = [("addr", Addr), ("snat", Addr), ("port", ct.c_uint16), ("family", ct.c_uint8),
-                ("flags", ct.c_uint8), ("weight", ct.c_uint16), ("backend", ct.c_uint16),
-                ("id", ct.c_uint32), ("pad", ct.c_uint32), ("nh", NextHop),
-                ("nh_seen", ct.c_uint64)]
-
-
 class StickyKey(ct.Structure):
     _fields_ = [("src", Addr), ("backend", ct.c_uint16), ("family", ct.c_uint8),
                 ("pad", ct.c_uint8)]
@@ -118,6 +111,20 @@ def selector_type(consts: Constants = DEFAULTS) -> type[ct.Structure]:
 
 
 @lru_cache(maxsize=None)
+def _server_type(snat_per_server: int) -> type[ct.Structure]:
+    class Server(ct.Structure):
+        _fields_ = [("addr", Addr), ("snat", Addr * snat_per_server), ("port", ct.c_uint16),
+                    ("family", ct.c_uint8), ("flags", ct.c_uint8), ("weight", ct.c_uint16),
+                    ("backend", ct.c_uint16), ("id", ct.c_uint32), ("snat_count", ct.c_uint8),
+                    ("pad", ct.c_uint8 * 3), ("nh", NextHop), ("nh_seen", ct.c_uint64)]
+    return Server
+
+
+def server_type(consts: Constants = DEFAULTS) -> type[ct.Structure]:
+    return _server_type(int(consts["SNAT_PER_SERVER"]))
+
+
+@lru_cache(maxsize=None)
 def _active_conns_type(max_frontends: int, max_servers: int) -> type[ct.Structure]:
     class ActiveConns(ct.Structure):
         _fields_ = [("frontends", ct.c_int64 * max_frontends),
@@ -134,7 +141,7 @@ def c_structs(consts: Constants = DEFAULTS) -> dict[str, type[ct.Structure | ct.
     return {
         "addr": Addr, "flow_key": FlowKey, "flow_key4": FlowKey4, "next_hop": NextHop, "flow_nat": FlowNat, "frontend_key": FrontendKey,
         "frontend": Frontend, "backend": Backend, "selector": selector_type(consts),
-        "server": Server, "sticky_key": StickyKey, "sticky": Sticky,
+        "server": server_type(consts), "sticky_key": StickyKey, "sticky": Sticky,
         "throttle_key": ThrottleKey, "throttle_bucket": ThrottleBucket, "neigh_key": NeighKey,
         "active_conns": active_conns_type(consts), "traffic": Traffic,
     }

@@ -48,7 +48,8 @@ class MapSync:
         self.be_value: dict[int, st.Backend] = {}
         self.be_spec: dict[int, BackendSpec] = {}    # as last applied (none after restart)
         self.srv_slot: dict[ServerKey, int] = {}
-        self.srv_value: dict[ServerKey, st.Server] = {}
+        self.srv_value: dict[ServerKey, ct.Structure] = {}
+        self._server_type = st.server_type(consts)
         self.down: set[ServerKey] = set()
         self._recover()
 
@@ -93,7 +94,8 @@ class MapSync:
         want_servers = {records.server_key(be.id, s): (be, s)
                         for be in want.backends.values() for s in be.servers}
         # what can fail comes first, so a refused apply leaves the maps as they were
-        snat = {address: self._snat.source_for(address)
+        most = int(self.consts["SNAT_PER_SERVER"])
+        snat = {address: self._snat.sources_for(address, most)
                 for address in {key[1] for key in want_servers}}
         self._check_room(want, want_servers)
         for be_id in want.backends:
@@ -127,7 +129,7 @@ class MapSync:
 
     # ------------------------------------------------------------------ servers
     def _put_server(self, key: ServerKey, be: BackendSpec, server: ServerSpec,
-                    snat: str) -> None:
+                    snat: list[str]) -> None:
         old = self.srv_value.get(key)
         if key not in self.srv_slot:
             slot = self._srv_slots.take()
@@ -141,26 +143,29 @@ class MapSync:
             flags |= old.flags & self._flag("SERVER_F_USABLE")
         if key in self.down:
             flags |= self._flag("SERVER_F_DOWN")
-        self._write_server(key, st.Server(
-            addr=st.Addr.of(key[1]), snat=st.Addr.of(snat), port=st.be16(key[2]),
-            family=st.family_of(key[1]), flags=flags, weight=max(0, min(server.weight, 0xFFFF)),
-            backend=self.be_slot[be.id], id=server.id))
+        value = self._server_type(
+            addr=st.Addr.of(key[1]), port=st.be16(key[2]), family=st.family_of(key[1]),
+            flags=flags, weight=max(0, min(server.weight, 0xFFFF)),
+            backend=self.be_slot[be.id], id=server.id, snat_count=len(snat))
+        for i, address in enumerate(snat):
+            value.snat[i] = st.Addr.of(address)
+        self._write_server(key, value)
 
-    def _write_server(self, key: ServerKey, value: st.Server) -> None:
+    def _write_server(self, key: ServerKey, value: ct.Structure) -> None:
         old = self.srv_value.get(key)
         if old is None or bytes(old) != bytes(value):
             self.maps["servers"].set(ct.c_uint32(self.srv_slot[key]), value)
             self.srv_value[key] = value
 
     def set_server_flag(self, key: ServerKey, flag: int, on: bool) -> None:
-        value = st.Server.from_buffer_copy(self.srv_value[key])
+        value = self._server_type.from_buffer_copy(self.srv_value[key])
         value.flags = (value.flags | flag) if on else (value.flags & ~flag)
         self._write_server(key, value)
 
     def _drop_server(self, key: ServerKey) -> None:
         """Its established flows continue: conntrack entries carry the addresses."""
         slot = self.srv_slot.pop(key)
-        self.maps["servers"].set(ct.c_uint32(slot), st.Server())
+        self.maps["servers"].set(ct.c_uint32(slot), self._server_type())
         self.srv_value.pop(key, None)
         self.down.discard(key)
         self._srv_slots.give_back(slot)
