@@ -10,7 +10,6 @@ gets SNAT port 10000 + k * (possible CPUs), see World.snat_port.
 """
 from __future__ import annotations
 
-import ctypes as ct
 from dataclasses import dataclass, field
 from typing import Callable
 

@@ -18,8 +18,8 @@ from lbfast.xdp import loader, records, stats, sysctls
 from lbfast.xdp.bpfmap import possible_cpus
 from lbfast.xdp.consts import Constants
 from lbfast.xdp.neighbours import NeighbourWatcher
+from lbfast.xdp.probe import probe
 from lbfast.xdp.netns import NamespaceHandle
-from lbfast.xdp.probe import probe  # noqa: F401  (the daemon's `auto` check, beside it)
 from lbfast.xdp.purge import Challenger, purge_server_flows
 from lbfast.xdp.records import ServerKey
 from lbfast.xdp.snat import SnatResolver
@@ -27,6 +27,7 @@ from lbfast.xdp.sync import MapSync
 
 log = logging.getLogger("lbfast.xdp")
 
+__all__ = ["XdpDataplane", "probe", "DEFAULT_PIN_DIR"]   # probe: the daemon's `auto` check
 DEFAULT_PIN_DIR = "/sys/fs/bpf/lbfast"
 
 

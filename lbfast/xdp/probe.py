@@ -1,6 +1,7 @@
 """Can XDP run here? What the daemon's `auto` mode asks before choosing between the XDP
 data plane and the userspace proxy. Cheap: no compile; a two-instruction program is
 loaded, and attached only to interfaces that have no XDP program yet."""
+import importlib.util
 import os
 import platform
 
@@ -21,10 +22,8 @@ def probe(interfaces: list[str], xdp_mode: XdpMode = XdpMode.NATIVE) -> tuple[bo
         return False, "XDP needs root"
     if not interfaces:
         return False, "no dataplane.interfaces configured"
-    try:
-        import bcc  # noqa: F401
-    except Exception as e:
-        return False, f"bcc is not importable ({e})"
+    if importlib.util.find_spec("bcc") is None:
+        return False, "bcc is not importable (python3-bpfcc)"
     build = f"/lib/modules/{platform.release()}/build"
     if not os.path.exists(os.path.join(build, "include")):
         return False, f"no kernel headers for bcc at {build} (run .ci/setup-host)"
