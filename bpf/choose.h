@@ -24,6 +24,8 @@ static __always_inline int server_usable(__u32 slot, __u16 backend)
     return srv && (srv->flags & SERVER_F_USABLE) && srv->backend == backend;
 }
 
+/* The backend's next rotation step. A plain read and write, not an atomic add (whose
+ * result bcc's LLVM cannot use): two CPUs at the same instant may take the same step. */
 static __always_inline __u32 next_rr(__u32 backend)
 {
     __u32 *cursor = rr_cursor.lookup(&backend);
@@ -89,7 +91,7 @@ static __always_inline int pick_from_selector(const struct backend *be, __u32 ba
         idx = source_hash(&pkt->key.src, pkt->key.family) % sel->len;
     else if (sel->algorithm == ALGO_LEASTCONN)
         idx = pick_leastconn(sel, backend);
-    else    /* roundrobin and first: a ring walked by a per-CPU cursor */
+    else    /* roundrobin and first: a ring walked by the backend's cursor */
         idx = next_rr(backend) % sel->len;
     return selector_entry(sel, idx);
 }

@@ -33,8 +33,10 @@ BPF_TABLE_PINNED("lru_hash", struct throttle_key, struct throttle_bucket, thrott
 /* Next hops to resolve (value: jiffies when asked); emptied by the dataplane. */
 BPF_TABLE_PINNED("lru_hash", struct neigh_key, u64, neigh_wanted, NEIGH_WANTED_SIZE,
                  PINNED(neigh_wanted));
-/* Per-CPU cursors: roundrobin position per backend, SNAT port sequence. */
-BPF_TABLE_PINNED("percpu_array", u32, u32, rr_cursor, MAX_BACKENDS, PINNED(rr_cursor));
+/* Round-robin position per backend: shared by the CPUs, so the rotation is one (a new
+ * flow's only write to a shared line; two CPUs at the same instant may take the same
+ * step). The SNAT sequence is per CPU: the CPUs must not claim the same ports. */
+BPF_TABLE_PINNED("array", u32, u32, rr_cursor, MAX_BACKENDS, PINNED(rr_cursor));
 BPF_TABLE_PINNED("percpu_array", u32, u32, snat_cursor, 1, PINNED(snat_cursor));
 
 /* ---- counters ---- */

@@ -46,7 +46,7 @@ MAPS: tuple[MapSpec, ...] = (
     MapSpec("throttle", "lru_hash", _fixed(st.ThrottleKey), _fixed(st.ThrottleBucket),
             "THROTTLE_SIZE"),
     MapSpec("neigh_wanted", "lru_hash", _fixed(st.NeighKey), U64, "NEIGH_WANTED_SIZE"),
-    MapSpec("rr_cursor", "percpu_array", U32, U32, "MAX_BACKENDS"),
+    MapSpec("rr_cursor", "array", U32, U32, "MAX_BACKENDS"),
     MapSpec("snat_cursor", "percpu_array", U32, U32, 1),
     MapSpec("frontend_traffic", "percpu_array", U32, _fixed(st.Traffic), "MAX_FRONTENDS"),
     MapSpec("server_traffic", "percpu_array", U32, _fixed(st.Traffic), "MAX_SERVERS"),
