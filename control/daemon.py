@@ -149,6 +149,16 @@ class Daemon:
             return True, "reloaded"
 
     # -- run ------------------------------------------------------------------------
+    async def _recount_xdp_connections(self, every_s: float = 30.0) -> None:
+        """The program's open-connection counts miss flows the LRU evicted unseen;
+        leastconn and the stats stay right by recounting from conntrack now and then."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.in_xdp_thread(self.xdp.recount_active_connections)
+            except Exception:
+                log.exception("recounting XDP connections failed")
+
     async def in_xdp_thread(self, fn, *args):
         """pyroute2's netlink calls cannot run inside a running event loop: XDP set-up,
         apply and close run in one worker thread (map writes need not)."""
@@ -205,6 +215,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        if self.xdp is not None:
+            recount = asyncio.ensure_future(self._recount_xdp_connections())
         log.info("lbfast running: %d frontends, data plane %s, control socket %s",
                  len(self.l4.frontends), self.dataplane_reason, self.socket_path)
         try:
@@ -220,6 +232,7 @@ class Daemon:
             await self.l7.close()
             await self.health.close()
             if self.xdp is not None:         # detaches: the kernel stack sees the VIP traffic again
+                recount.cancel()
                 await self.in_xdp_thread(self.xdp.close)
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)

@@ -76,7 +76,7 @@ class Health(StrEnum):
     UNCHECKED = "unchecked"
 
 
-# Numeric codes for the BPF maps (bpf/lbfast_structs.h has the same values).
+# Numeric codes for the BPF maps: the loader passes them to the compiler with -D.
 class AlgorithmCode(IntEnum):
     ROUNDROBIN = 0
     LEASTCONN = 1
