@@ -5,6 +5,7 @@ from setuptools import Extension, setup
 extensions = [
     Extension("lbfast._maglev", ["lbfast/_maglev.pyx"]),
     Extension("lbfast._proxy_header", ["lbfast/_proxy_header.pyx"]),
+    Extension("lbfast._tcpprobe", ["lbfast/_tcpprobe.pyx"]),
     Extension("lbfast.l7._http", ["lbfast/l7/_http.pyx"]),
     Extension("lbfast.l7._cookie", ["lbfast/l7/_cookie.pyx"]),
 ]
