@@ -97,11 +97,19 @@ cdef class TcpProber:
             raise OSError(errno, "epoll_create1")
 
     def __dealloc__(self):
+        self._close()
+
+    def close(self):
+        """Stop every probe and close the epoll fd (as when garbage collected)."""
+        self._close()
+
+    cdef void _close(self):
         cdef Py_ssize_t i
         for i in range(self.size):
             self._release(i)
         free(self.targets)
         self.targets = NULL
+        self.size = 0
         if self.epfd >= 0:
             close(self.epfd)
             self.epfd = -1
@@ -120,6 +128,8 @@ cdef class TcpProber:
         cdef Target *t
         cdef sockaddr_in *v4
         cdef sockaddr_in6 *v6
+        if self.epfd < 0:
+            raise ValueError("the prober is closed")
         if family == AF_INET and len(packed_ip) != 4 or family == AF_INET6 and len(packed_ip) != 16:
             raise ValueError("packed_ip does not match the family")
         if family != AF_INET and family != AF_INET6:

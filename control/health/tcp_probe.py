@@ -43,6 +43,7 @@ class ProbeDriver:
             self.loop.remove_reader(self.prober.fileno())
             if self.timer is not None:
                 self.timer.cancel()
+            self.prober.close()
             del _drivers[self.loop]
 
     def _arm(self, delay: float) -> None:
