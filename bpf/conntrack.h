@@ -85,6 +85,23 @@ static __always_inline void ct_peer_key(const struct flow_nat *nat, __u8 proto,
     peer->pad = 0;
 }
 
+static __always_inline int addr_eq(const union addr *a, const union addr *b, __u8 family)
+{
+    if (family == FAMILY_V4)
+        return a->v4 == b->v4;
+    return a->v6[0] == b->v6[0] && a->v6[1] == b->v6[1] && a->v6[2] == b->v6[2] &&
+           a->v6[3] == b->v6[3];
+}
+
+/* Does `nat` rewrite to the reverse of `key`, i.e. is it the peer of key's entry? An
+ * entry whose peer key was taken over by a new flow (see snat_take_over) is no longer. */
+static __always_inline int ct_points_to(const struct flow_nat *nat, const struct flow_key *key)
+{
+    return nat->family == key->family && nat->sport == key->dport &&
+           nat->dport == key->sport && addr_eq(&nat->src, &key->dst, key->family) &&
+           addr_eq(&nat->dst, &key->src, key->family);
+}
+
 /* Open connections are counted in halves (ACTIVE_PER_FLOW per flow): each side's first
  * FIN lowers its own half, so the two FINs of a simultaneous close, often handled on two
  * CPUs at once, can neither both miss nor both take the last half. The halves gone are
@@ -141,6 +158,8 @@ static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct pack
     struct flow_key peer_key;
     ct_peer_key(nat, pkt->key.proto, &peer_key);
     struct flow_nat *peer = ct_lookup(&peer_key);
+    if (peer && !ct_points_to(peer, &pkt->key))
+        peer = NULL;    /* a stale entry: its peer key was since taken by a new flow */
     if (flags & TCP_RST) {
         ct_close(nat, peer);
         return;
@@ -159,19 +178,87 @@ static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct pack
         ct_mark_closed(nat, peer);
 }
 
-/* Claim an SNAT address and port towards the server by inserting the reply entry:
- * BPF_NOEXIST makes the insert the claim, so two CPUs never share one. An expired
- * holder is replaced. Each CPU walks its own interleaved sequence through the addresses
- * and ports. Fills reply_key->dst and ->dport; returns the port in host order, or 0. */
-static __always_inline __u16 snat_claim(const struct server *srv, struct flow_key *reply_key,
-                                        struct flow_nat *reply, __u64 now)
+/* May a new flow (pkt) take over the reply entry `held` of an earlier flow? When it has
+ * expired; or at once when that flow is closed and came from the same client address to
+ * the same VIP: the client's TCP timestamps towards the VIP are monotonic (Linux derives
+ * their offset from the address pair), so a server still in TIME_WAIT on the NAT tuple
+ * accepts the new SYN, as it does behind nf_nat. Another client must wait out the hold
+ * (CT_TIME_WAIT_S when the server closed first), or PAWS would drop its SYN. */
+static __always_inline int snat_reusable(const struct flow_nat *held,
+                                         const struct packet *pkt, __u64 now)
 {
+    if (ct_expired(held, now))
+        return 1;
+    return (held->flags & CT_F_CLOSED) && held->family == pkt->key.family &&
+           addr_eq(&held->dst, &pkt->key.src, held->family) &&
+           addr_eq(&held->src, &pkt->key.dst, held->family);
+}
+
+/* The claim when the reply entry exists: take it over if snat_reusable, after closing
+ * what the earlier flow still had open (an expired open flow's halves of the count) and
+ * deleting its forward entry unless the new flow's own key replaces it. Returns 0 when
+ * the reply entry is the new flow's. */
+static __always_inline int snat_take_over(struct flow_key *reply_key, struct flow_nat *reply,
+                                          const struct packet *pkt, __u64 now)
+{
+    struct flow_nat *held = ct_lookup(reply_key);
+    if (!held || !snat_reusable(held, pkt, now))
+        return -1;
+    struct flow_key old_key;
+    ct_peer_key(held, reply_key->proto, &old_key);
+    /* same key: lbfast() already found that forward entry over (ct_is_over closed it),
+     * and ct_insert_forward overwrites it */
+    if (!(old_key.sport == pkt->key.sport && old_key.dport == pkt->key.dport &&
+          addr_eq(&old_key.src, &pkt->key.src, old_key.family) &&
+          addr_eq(&old_key.dst, &pkt->key.dst, old_key.family) &&
+          old_key.family == pkt->key.family)) {
+        struct flow_nat *old = ct_lookup(&old_key);
+        if (old && ct_points_to(old, reply_key)) {
+            if (!(held->flags & CT_F_CLOSED))
+                ct_close(old, held);
+            ct_delete(&old_key);
+        }
+    }
+    return ct_store(reply_key, reply, 0);
+}
+
+static __always_inline int snat_try(struct flow_key *reply_key, struct flow_nat *reply,
+                                    const struct packet *pkt, __u64 now)
+{
+    if (ct_store(reply_key, reply, 1) == 0)
+        return 0;
+    return snat_take_over(reply_key, reply, pkt, now);
+}
+
+/* Claim an SNAT address and port towards the server by inserting the reply entry:
+ * BPF_NOEXIST makes the insert the claim, so two CPUs never share one. First the
+ * client's own port (as nf_nat keeps the original tuple when it can), on an address
+ * picked by a hash of the client's address and port; then each CPU walks its own interleaved sequence through the
+ * addresses and the SNAT port range. Fills reply_key->dst and ->dport; returns the port
+ * in host order, or 0. */
+static __always_inline __u16 snat_claim(const struct server *srv, struct flow_key *reply_key,
+                                        struct flow_nat *reply, const struct packet *pkt,
+                                        __u64 now)
+{
+    __u32 count = srv->snat_count ? srv->snat_count : 1;
+    __u16 own = bpf_ntohs(pkt->key.sport);
+    if (own) {
+        /* Linux clients connect() from even ports: mix in the address, take high bits */
+        __u32 mix = (own ^ pkt->key.src.v6[0] ^ pkt->key.src.v6[3]) * 2654435761u;
+        __u64 which = opaque((mix >> 16) % count);
+        if (which >= SNAT_PER_SERVER)
+            which = 0;
+        reply_key->dst = srv->snat[which];
+        reply_key->dport = pkt->key.sport;
+        if (snat_try(reply_key, reply, pkt, now) == 0)
+            return own;
+    }
+
     __u32 zero = 0;
     __u32 *cursor = snat_cursor.lookup(&zero);
     if (!cursor)
         return 0;
     __u32 cpu = bpf_get_smp_processor_id();
-    __u32 count = srv->snat_count ? srv->snat_count : 1;
     for (int i = 0; i < SNAT_PORT_TRIES; i++) {
         __u32 n = *cursor;
         *cursor = n + 1;
@@ -181,10 +268,7 @@ static __always_inline __u16 snat_claim(const struct server *srv, struct flow_ke
         __u16 port = SNAT_PORT_MIN + ((n / count) * NR_CPUS_POSSIBLE + cpu) % SNAT_PORT_COUNT;
         reply_key->dst = srv->snat[which];
         reply_key->dport = bpf_htons(port);
-        if (ct_store(reply_key, reply, 1) == 0)
-            return port;
-        struct flow_nat *held = ct_lookup(reply_key);
-        if (held && ct_expired(held, now) && ct_store(reply_key, reply, 0) == 0)
+        if (snat_try(reply_key, reply, pkt, now) == 0)
             return port;
     }
     return 0;
@@ -214,7 +298,7 @@ static __always_inline int ct_create(const struct packet *pkt, const struct fron
         .idle_timeout_s = fe->idle_timeout_s,
         .last_seen = now,
     };
-    __u16 port = snat_claim(srv, reply_key, &reply, now);
+    __u16 port = snat_claim(srv, reply_key, &reply, pkt, now);
     if (!port)
         return REASON_DROP_NO_SNAT_PORT;
 

@@ -52,8 +52,10 @@
 #define PIN_DIR "/sys/fs/bpf/lbfast"
 #endif
 
-/* ---- SNAT ports: each CPU walks its own interleaved sequence through the range, so
- * a port comes back into use as late as possible. The default range lies below the
+/* ---- SNAT ports: a new flow keeps its client's source port when that is free towards
+ * the server (or held only by a closed flow of the same client, see snat_reusable in
+ * conntrack.h). Otherwise each CPU walks its own interleaved sequence through this
+ * range, so a port comes back into use as late as possible. The default range lies below the
  * host's ephemeral ports (32768-60999), which its own connections (health checks) use;
  * the loader also reserves it (ip_local_reserved_ports) against a wider ephemeral
  * range. A port is per (SNAT address, server address and port). ---- */
@@ -78,9 +80,10 @@
 
 /* ---- conntrack timing (the clock is jiffies: JIFFIES_PER_S comes from the loader) ---- */
 /* A closed flow's entries (and its SNAT port) stay this long. If the server closed
- * first it holds TIME_WAIT on the NAT tuple, and a new SYN from the same port would
- * meet it (PAWS drops it: the client's timestamps are not the old flow's): the port
- * waits out TIME_WAIT. Otherwise (client closed first, or a RST) only stray last
+ * first it holds TIME_WAIT on the NAT tuple, and a new SYN from another client would
+ * meet it (PAWS drops it: that client's timestamps are not the old flow's): the port
+ * waits out TIME_WAIT for other clients; the same client (same address, same VIP)
+ * may take it at once, its timestamps towards the VIP being monotonic. Otherwise (client closed first, or a RST) only stray last
  * segments can follow, and the port is free again soon: one-connection-per-request
  * traffic would otherwise run out of ports at 22768 / 60 s per server. */
 #ifndef CT_TIME_WAIT_S

@@ -6,7 +6,8 @@ through BPF_PROG_TEST_RUN in a testbed's LB namespace.
 
 Every case starts from empty flow state (conntrack, sticky, throttle, cursors) and runs
 on CPU 0, so server choice and SNAT ports are deterministic: the k-th new flow of a case
-gets SNAT port 10000 + k * (possible CPUs), see World.snat_port.
+keeps its client port as the SNAT port when that is free; when it is not, the k-th such
+flow gets SNAT port 10000 + k * (possible CPUs), see World.snat_port.
 """
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ class World:
         return Ether(src=self.tb.mac(self.tb.lb), dst=self.tb.mac(self.tb.client))
 
     def snat_port(self, k: int) -> int:
-        """The SNAT port of a case's k-th new flow (CPU 0's share of the range)."""
+        """The SNAT port of a case's k-th new flow whose client port was taken (CPU 0's
+        share of the range)."""
         return FIRST_SNAT_PORT + k * int(self.dp.consts["NR_CPUS_POSSIBLE"])
 
 
@@ -141,30 +143,33 @@ def ack(port: int = CLIENT_PORT, flags: str = "A", payload: bytes = b"GET / HTTP
     return build
 
 
-def forwarded(server: int | Callable[[World], int], k: int = 0):
-    """What the server should receive for syn(), the case's k-th new flow."""
+def forwarded(server: int | Callable[[World], int],
+              port: int | Callable[[World], int] = CLIENT_PORT):
+    """What the server should receive for syn(): the client's port is kept as the SNAT
+    port when it is free (else give the fallback port, World.snat_port)."""
     def build(w: World) -> Packet:
         i = server(w) if callable(server) else server
+        sport = port(w) if callable(port) else port
         return (w.lb_to_server(i)
                 / IP(src=w.snat_ip(i), dst=w.server_ip(i), ttl=63, id=7)
-                / TCP(sport=w.snat_port(k), dport=SPORT, flags="S", seq=1000, window=64240))
+                / TCP(sport=sport, dport=SPORT, flags="S", seq=1000, window=64240))
     return build
 
 
-def forwarded_ack(server: int, k: int = 0, payload: bytes = b"GET / HTTP/1.0\r\n\r\n"):
+def forwarded_ack(server: int, port: int = CLIENT_PORT, payload: bytes = b"GET / HTTP/1.0\r\n\r\n"):
     def build(w: World) -> Packet:
         return (w.lb_to_server(server)
                 / IP(src=w.snat_ip(server), dst=w.server_ip(server), ttl=63, id=8)
-                / TCP(sport=w.snat_port(k), dport=SPORT, flags="A", seq=1001, ack=5001)
+                / TCP(sport=port, dport=SPORT, flags="A", seq=1001, ack=5001)
                 / Raw(payload))
     return build
 
 
-def syn_ack_from(server: int, k: int = 0):
+def syn_ack_from(server: int, port: int = CLIENT_PORT):
     def build(w: World) -> Send:
         return Send(w.server_to_lb(server)
                     / IP(src=w.server_ip(server), dst=w.snat_ip(server), ttl=64, id=9)
-                    / TCP(sport=SPORT, dport=w.snat_port(k), flags="SA", seq=5000, ack=1001),
+                    / TCP(sport=SPORT, dport=port, flags="SA", seq=5000, ack=1001),
                     ingress=f"b{server}")
     return build
 
@@ -267,7 +272,7 @@ def fin_from(side: str):
             return Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64, id=8)
                         / TCP(sport=CLIENT_PORT, dport=VPORT, flags="FA", seq=1001, ack=5001))
         return Send(w.server_to_lb(0) / IP(src=w.server_ip(0), dst=w.snat_ip(0), ttl=64, id=9)
-                    / TCP(sport=SPORT, dport=w.snat_port(0), flags="FA", seq=5001, ack=1002),
+                    / TCP(sport=SPORT, dport=CLIENT_PORT, flags="FA", seq=5001, ack=1002),
                     ingress="b0")
     return build
 
@@ -291,6 +296,42 @@ def _port_seq(n: int) -> list[Callable[[World], Send]]:
     return [syn(CLIENT_PORT + 1 + i) for i in range(n)]
 
 
+def reply_entry(w: World, port: int = CLIENT_PORT, server: int = 0) -> st.FlowNat | None:
+    key = st.FlowKey4(src=st.Addr.of(w.server_ip(server)).v4,
+                      dst=st.Addr.of(w.snat_ip(server)).v4, sport=st.be16(SPORT),
+                      dport=st.be16(port), proto=6)
+    return w.dp.maps["conntrack"].get(key)
+
+
+def open_flows(w: World, server: int = 0) -> int:
+    per_server = w.dp.stats()["servers"][1]
+    return next(v["active_connections"] for k, v in per_server.items()
+                if k.startswith(w.server_ip(server) + ":"))
+
+
+def taken_over(w: World) -> None:
+    """The closed flow's reply entry is the new flow's: open, and counted once."""
+    c = w.dp.consts
+    reply = reply_entry(w)
+    assert reply is not None
+    assert not reply.flags & int(c["CT_F_CLOSED"]), reply.flags
+    assert forward_entry(w).sport == st.be16(CLIENT_PORT)
+    assert not forward_entry(w).flags & int(c["CT_F_CLOSED"])
+    assert open_flows(w) == 1, "the closed flow is not counted, the new one once"
+
+
+def held_for_first_client(w: World) -> None:
+    """The other client's flow left the first one's closed reply entry alone."""
+    reply = reply_entry(w)
+    assert reply is not None and reply.flags & int(w.dp.consts["CT_F_CLOSED"])
+    assert reply.dst.v4 == st.Addr.of(w.client_ip).v4
+    other = reply_entry(w, port=w.snat_port(0))
+    assert other is not None and other.dst.v4 == st.Addr.of("10.200.0.3").v4
+
+
+CLOSED_BY_SERVER = [syn(), fin_from("server"), fin_from("client")]
+
+
 # ---------------------------------------------------------------------- the cases
 CASES: list[Case] = [
     # ---- forward, established, reply
@@ -308,7 +349,7 @@ CASES: list[Case] = [
                         / UDP(sport=CLIENT_PORT, dport=VPORT) / Raw(b"ping")),
          XDP_REDIRECT,
          lambda w: (w.lb_to_server(0) / IP(src=w.snat_ip(0), dst=w.server_ip(0), ttl=63, id=3)
-                    / UDP(sport=w.snat_port(0), dport=SPORT) / Raw(b"ping"))),
+                    / UDP(sport=CLIENT_PORT, dport=SPORT) / Raw(b"ping"))),
     Case("forward: IPv4 UDP without checksum stays without",
          config(protocol=Protocol.UDP),
          raw_frame(lambda w: bytes(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64, id=3)
@@ -316,46 +357,46 @@ CASES: list[Case] = [
                                    / Raw(b"ping"))),
          XDP_REDIRECT,
          lambda w: (w.lb_to_server(0) / IP(src=w.snat_ip(0), dst=w.server_ip(0), ttl=63, id=3)
-                    / UDP(sport=w.snat_port(0), dport=SPORT, chksum=0) / Raw(b"ping"))),
+                    / UDP(sport=CLIENT_PORT, dport=SPORT, chksum=0) / Raw(b"ping"))),
     # ---- algorithms
     Case("roundrobin 3:1: the third new flow goes to the weight-1 server (order 0,0,1,0)",
-         config(weights=(3, 1)), syn(), XDP_REDIRECT, forwarded(1, k=2),
+         config(weights=(3, 1)), syn(), XDP_REDIRECT, forwarded(1),
          before=_port_seq(2)),
     Case("roundrobin 3:1: the fourth new flow is back on the weight-3 server",
-         config(weights=(3, 1)), syn(), XDP_REDIRECT, forwarded(0, k=3),
+         config(weights=(3, 1)), syn(), XDP_REDIRECT, forwarded(0),
          before=_port_seq(3)),
     Case("leastconn: the server with fewer open flows wins though the scan starts elsewhere",
-         config(Algorithm.LEASTCONN), syn(), XDP_REDIRECT, forwarded(1, k=2),
+         config(Algorithm.LEASTCONN), syn(), XDP_REDIRECT, forwarded(1),
          # flow A -> b0, flow B -> b1, B reset: b0 has 1 open, b1 0; C's scan starts at b0
          before=[syn(CLIENT_PORT + 1), syn(CLIENT_PORT + 2), rst_from_client(CLIENT_PORT + 2)]),
     Case("source: the Maglev slot of the client's address, as Python computes it",
          config(Algorithm.SOURCE), syn(), XDP_REDIRECT, forwarded(maglev_choice)),
     Case("source: every flow of a client lands on the same server",
-         config(Algorithm.SOURCE), syn(), XDP_REDIRECT, forwarded(maglev_choice, k=3),
+         config(Algorithm.SOURCE), syn(), XDP_REDIRECT, forwarded(maglev_choice),
          before=_port_seq(3)),
     Case("first: always the first usable server",
-         config(Algorithm.FIRST), syn(), XDP_REDIRECT, forwarded(0, k=2), before=_port_seq(2)),
+         config(Algorithm.FIRST), syn(), XDP_REDIRECT, forwarded(0), before=_port_seq(2)),
     Case("table stickiness: a client returns to its server after the rotation moved on",
-         config(stickiness=Stickiness.TABLE), syn(), XDP_REDIRECT, forwarded(0, k=2),
+         config(stickiness=Stickiness.TABLE), syn(), XDP_REDIRECT, forwarded(0),
          before=_port_seq(2)),
     # ---- node modes and health
     Case("reject: a rejecting server gets no new flow",
          config(modes=(ServerMode.REJECT, ServerMode.ACCEPT)), syn(), XDP_REDIRECT,
-         forwarded(1, k=2), before=_port_seq(2)),
+         forwarded(1), before=_port_seq(2)),
     Case("drain: no new flows for a draining server",
          config(modes=(ServerMode.DRAIN, ServerMode.ACCEPT)), syn(), XDP_REDIRECT,
-         forwarded(1, k=2), before=_port_seq(2)),
+         forwarded(1), before=_port_seq(2)),
     Case("drain: an established flow keeps its server after it starts draining",
          DEFAULT, ack(), XDP_REDIRECT, forwarded_ack(0), before=[syn()],
          setup=reapply(config(modes=(ServerMode.DRAIN, ServerMode.ACCEPT)))),
     Case("backup: unused while an accept server is usable",
          config(modes=(ServerMode.ACCEPT, ServerMode.BACKUP)), syn(), XDP_REDIRECT,
-         forwarded(0, k=2), before=_port_seq(2)),
+         forwarded(0), before=_port_seq(2)),
     Case("backup: takes new flows when no accept server is up",
          config(modes=(ServerMode.ACCEPT, ServerMode.BACKUP)), syn(), XDP_REDIRECT,
          forwarded(1), setup=set_health(0, False)),
     Case("health: a down server gets no new flow",
-         DEFAULT, syn(), XDP_REDIRECT, forwarded(1, k=1), before=_port_seq(1),
+         DEFAULT, syn(), XDP_REDIRECT, forwarded(1), before=_port_seq(1),
          setup=set_health(0, False)),
     Case("health: a down server keeps its established flows",
          DEFAULT, ack(), XDP_REDIRECT, forwarded_ack(0), before=[syn()],
@@ -366,6 +407,16 @@ CASES: list[Case] = [
     Case("shutdown_sessions: a purged flow's next packet is answered with a RST",
          DEFAULT, ack(), XDP_REDIRECT, rst_to_client(5001), reason="tx_reset",
          before=[syn()], setup=purge(0)),
+    # ---- SNAT port choice
+    Case("snat: the client's own source port is kept when it is free",
+         DEFAULT, syn(51234), XDP_REDIRECT, forwarded(0, port=51234)),
+    Case("snat: the same client reuses a closed flow's port at once (server in TIME_WAIT)",
+         config(Algorithm.FIRST), syn(), XDP_REDIRECT, forwarded(0),
+         before=CLOSED_BY_SERVER, check=taken_over),
+    Case("snat: another client with the same port gets another port while the hold runs",
+         config(Algorithm.FIRST), syn(src="10.200.0.3"), XDP_REDIRECT,
+         forwarded(0, port=lambda w: w.snat_port(0)), before=CLOSED_BY_SERVER,
+         check=held_for_first_client),
     # ---- closing
     Case("closing: the server's FIN first keeps the SNAT port for its TIME_WAIT",
          DEFAULT, fin_from("client"), XDP_REDIRECT, before=[syn(), fin_from("server")],
@@ -383,14 +434,14 @@ CASES: list[Case] = [
          config(v6_servers=True), syn(), XDP_REDIRECT,
          lambda w: (w.lb_to_server(0)
                     / IPv6(src=w.snat_ip(0, v6=True), dst=w.server_ip(0, v6=True), hlim=63)
-                    / TCP(sport=w.snat_port(0), dport=SPORT, flags="S", seq=1000,
+                    / TCP(sport=CLIENT_PORT, dport=SPORT, flags="S", seq=1000,
                           window=64240))),
     Case("IPv6 server behind an IPv4 VIP: its reply is translated back to IPv4",
          config(v6_servers=True),
          lambda w: Send(w.server_to_lb(0)
                         / IPv6(src=w.server_ip(0, v6=True), dst=w.snat_ip(0, v6=True),
                                hlim=64)
-                        / TCP(sport=SPORT, dport=w.snat_port(0), flags="SA", seq=5000,
+                        / TCP(sport=SPORT, dport=CLIENT_PORT, flags="SA", seq=5000,
                               ack=1001), ingress="b0"),
          XDP_REDIRECT,
          lambda w: (w.lb_to_client() / IP(src=w.tb.vip, dst=w.client_ip, ttl=63, id=0,
@@ -404,7 +455,7 @@ CASES: list[Case] = [
          XDP_REDIRECT,
          lambda w: (w.lb_to_server(0)
                     / IPv6(src=w.snat_ip(0, v6=True), dst=w.server_ip(0, v6=True), hlim=63)
-                    / TCP(sport=w.snat_port(0), dport=SPORT, flags="S", seq=1000))),
+                    / TCP(sport=CLIENT_PORT, dport=SPORT, flags="S", seq=1000))),
     # ---- encapsulation
     Case("VLAN: a tagged SYN is balanced and keeps its tag",
          DEFAULT,
@@ -415,7 +466,7 @@ CASES: list[Case] = [
          XDP_REDIRECT,
          lambda w: (w.lb_to_server(0) / Dot1Q(vlan=100)
                     / IP(src=w.snat_ip(0), dst=w.server_ip(0), ttl=63, id=7)
-                    / TCP(sport=w.snat_port(0), dport=SPORT, flags="S", seq=1000,
+                    / TCP(sport=CLIENT_PORT, dport=SPORT, flags="S", seq=1000,
                           window=64240))),
     # ---- what the program leaves alone or refuses
     Case("pass: a non-SYN TCP packet without state goes to the kernel (it answers RST)",
