@@ -7,16 +7,18 @@ import socket
 import time
 from collections.abc import Sequence
 
-from lbfast.listeners import listening_socket
+from lbfast import proxy_header
 from lbfast.enums import Protocol, ProxyProtocol
+from lbfast.listeners import listening_socket
 from lbfast.routing import Pool, ServerState
-from lbfast.spec import FrontendSpec
+from lbfast.spec import BackendSpec, FrontendSpec
 
 log = logging.getLogger("lbfast.l4")
 
 L4_PROTOCOLS = (Protocol.TCP,)
 class FrontendState:
-    __slots__ = ("spec", "pool", "server", "active", "total", "bytes_in", "bytes_out", "refused")
+    __slots__ = ("spec", "pool", "server", "active", "total", "bytes_in", "bytes_out", "refused",
+                 "timeouts")
 
     def __init__(self, spec: FrontendSpec):
         self.spec = spec
@@ -27,11 +29,13 @@ class FrontendState:
         self.bytes_in = 0
         self.bytes_out = 0
         self.refused = 0        # no usable server, or every connect attempt failed
+        self.timeouts = 0       # sessions closed for inactivity
 
     def stats(self) -> dict:
         return {"id": self.spec.id, "name": self.spec.name, "address": self.spec.address,
                 "port": self.spec.port, "active": self.active, "total": self.total,
-                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "refused": self.refused}
+                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "refused": self.refused,
+                "timeouts": self.timeouts}
 
 
 class Session:
@@ -98,13 +102,15 @@ class Session:
                 state.active -= 1
                 state.failed += 1
                 tried.add(state.key)
-                self.proxy.connect_failed(self.pool, state, e)
+                self.proxy.connect_failed(backend, state, e)
                 continue
             state.total += 1
             if self.closed:             # the client left while we connected
                 self.server.close()
                 return
             self.connecting = False
+            if backend.proxy_protocol != ProxyProtocol.NONE:
+                self.server.write(self.proxy_header())     # the first bytes the server reads
             if self.early:
                 state.bytes_in += sum(map(len, self.early))
                 self.server.writelines(self.early)
@@ -115,6 +121,18 @@ class Session:
             self.client.resume_reading()
             return
         self.frontend.refused += 1
+        self.close(abort=True)
+
+    def proxy_header(self) -> bytes:
+        client = self.client.get_extra_info("peername")
+        local = self.client.get_extra_info("sockname")
+        version = 1 if self.pool.spec.proxy_protocol == ProxyProtocol.V1 else 2
+        return proxy_header.encode(version, client[0], client[1], local[0], local[1])
+
+    def server_key(self) -> str | None:
+        return self.server_state.key if self.server_state is not None else None
+
+    def abort(self) -> None:
         self.close(abort=True)
 
     def _connect_expired(self) -> None:
@@ -148,6 +166,7 @@ class Session:
             return
         if time.monotonic() - self.last_activity >= self._timeout_s():
             log.debug("closing idle session on %s", self.frontend.spec.name)
+            self.frontend.timeouts += 1
             self.close(abort=True)
         else:
             self._arm_timer()
@@ -309,16 +328,15 @@ class L4Proxy:
 
     def close_server_sessions(self, backend_id: int, server_key: str) -> int:
         """on_marked_down_action shutdown_sessions: reset that server's sessions."""
-        doomed = [s for s in self.sessions
-                  if s.server_state is not None and s.pool.spec.id == backend_id and s.server_state.key == server_key]
+        doomed = [s for s in self.sessions if s.pool.spec.id == backend_id and s.server_key() == server_key]
         for s in doomed:
             s.close(abort=True)
         return len(doomed)
 
-    def connect_failed(self, pool: Pool, state: ServerState, exc: Exception) -> None:
+    def connect_failed(self, backend: BackendSpec, state: ServerState, exc: Exception) -> None:
         log.warning("connect to %s failed: %s", state.key, exc or "timeout")
         if self.on_connect_failure is not None:
-            self.on_connect_failure(pool.spec.id, state.key, str(exc) or "connect timeout")
+            self.on_connect_failure(backend.id, state.key, str(exc) or "connect timeout")
 
     def stats(self) -> dict:
         return {"frontends": [f.stats() for f in self.frontends.values()],

@@ -10,8 +10,8 @@ from lbfast.enums import Protocol, ProxyProtocol, Stickiness
 from lbfast.l7._cookie import CookieRouter
 from lbfast.l7.http_session import HttpSession
 from lbfast.l7.limits import L7Limits
-from lbfast.l7.tcp_session import TcpSession
 from lbfast.l7.tls import TlsFrontend
+from lbfast import l4proxy
 from lbfast.listeners import listening_socket
 from lbfast.routing import Pool, ServerState
 from lbfast.spec import BackendSpec, FrontendSpec
@@ -166,8 +166,8 @@ class L7Proxy:
 
     async def _serve(self, state: FrontendState, sock: socket.socket) -> asyncio.AbstractServer:
         def factory():
-            if state.spec.protocol == Protocol.TCP:
-                return TcpSession(self, state)
+            if state.spec.protocol == Protocol.TCP:     # TCP with PROXY protocol: the L4 relay
+                return l4proxy.ClientProtocol(l4proxy.Session(self, state, state.pool))
             return HttpSession(self, state)
         kw = {}
         if state.tls is not None:
