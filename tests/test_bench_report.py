@@ -7,7 +7,6 @@ import pytest
 
 from bench import report
 
-pytest.importorskip("matplotlib")
 
 
 def run(case, rps, repeat=1, p99_us=2000.0, lb_s=1.0, testbed_s=3.0, lb_cpu="process",

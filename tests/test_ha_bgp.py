@@ -9,7 +9,6 @@ The userspace data plane serves the VIP here: the daemon does not run the XDP da
 yet (lbfast/xdp is not wired into control/daemon.py)."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -78,7 +77,6 @@ def test_bird_config_announces_only_the_given_vips_to_every_neighbor():
     assert "route" not in withdrawn.replace("router id", "")
 
 
-@pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 (Debian bird2) not installed")
 def test_bird_accepts_the_generated_config(tmp_path):
     cfg = configfile.parse({"ha": {"mode": "bgp", "bgp": {"local_as": 4200000000, "neighbors": [
         {"address": "10.0.0.1", "as": 65000}, {"address": "fd00::1", "as": 65000, "multihop": 3}]}}})

@@ -4,7 +4,6 @@ by compiling small C programs with gcc against the real headers."""
 import ctypes as ct
 import ipaddress
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from lbfast import hashing
 from lbfast.xdp.consts import BPF_DIR, CONSTS_H, DEFAULTS, Constants, _GUARDED
 from lbfast.xdp.structs import c_structs
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 
 PRELUDE = """
 #include <stddef.h>
