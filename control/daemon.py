@@ -271,12 +271,10 @@ class Daemon:
 
     def _add_health(self, frontends: list[dict]) -> None:
         """Each server row gets its check verdict, last result and time of last change."""
-        ids = {(lb.id, b.name): b.id for lb in self.config.lbs for b in lb.backends} if self.config else {}
         checks = self.health.status()
         for row in frontends:
-            bid = ids.get((row["lb_id"], row["backend"]))
             for server in row["servers"]:
-                st = checks.get((bid, server["key"]))
+                st = checks.get((row["backend_id"], server["key"]))
                 if st is None:
                     continue
                 server.update(health=str(st.health), check=str(st.check), last_ok=st.last_ok,
@@ -319,27 +317,14 @@ class Daemon:
         return out
 
     def status(self) -> dict:
-        frontends = []
-        for state in self.l4.frontends.values():
-            f = state.spec
-            pool = self.l4.pools.get(f.backend.id)
-            frontends.append({
-                "lb_id": f.lb_id, "frontend": f.name, "listen": f"{f.address}:{f.port}",
-                "protocol": str(f.protocol), "backend": f.backend.name,
-                "algorithm": str(f.backend.algorithm), "stickiness": str(f.backend.stickiness),
-                "dataplane": self.l4.name, "active": state.active,
-                "servers": pool.stats() if pool else []})
+        frontends = [state.spec.status_row(self.l4.name, state.active, state.pool.stats())
+                     for state in self.l4.frontends.values()]
         frontends += self.l7.frontend_status()
         if self.xdp is not None:
             x = self.xdp_stats()
             active = {f["id"]: f["active"] for f in x["frontends"]}
-            for f in self.xdp_frontends:
-                frontends.append({
-                    "lb_id": f.lb_id, "frontend": f.name, "listen": f"{f.address}:{f.port}",
-                    "protocol": str(f.protocol), "backend": f.backend.name,
-                    "algorithm": str(f.backend.algorithm), "stickiness": str(f.backend.stickiness),
-                    "dataplane": "xdp", "active": active.get(f.id, 0),
-                    "servers": x["backends"].get(str(f.backend.id), [])})
+            frontends += [f.status_row("xdp", active.get(f.id, 0), x["backends"].get(str(f.backend.id), []))
+                          for f in self.xdp_frontends]
         self._add_health(frontends)
         name = "xdp" if self.xdp is not None else self.l4.name
         return {"pid": os.getpid(), "config": os.path.abspath(self.config_path),

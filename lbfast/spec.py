@@ -86,6 +86,14 @@ class FrontendSpec:
     certificates: tuple[CertificateSpec, ...] = field(default=())
     cipher_suite: CipherSuite = CipherSuite.RECOMMENDED   # TLS policy of an https frontend
 
+    def status_row(self, dataplane: str, active: int, servers: list[dict]) -> dict:
+        """This frontend as a row of the daemon's status, whichever data plane serves it."""
+        return {"lb_id": self.lb_id, "backend_id": self.backend.id, "frontend": self.name,
+                "listen": f"{self.address}:{self.port}", "protocol": str(self.protocol),
+                "backend": self.backend.name, "algorithm": str(self.backend.algorithm),
+                "stickiness": str(self.backend.stickiness), "dataplane": dataplane,
+                "active": active, "servers": servers}
+
     @property
     def listen_key(self) -> tuple[str, int, str]:
         """Listeners are kept across reloads while this stays the same."""

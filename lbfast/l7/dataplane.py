@@ -309,15 +309,9 @@ class L7Dataplane:
         """Rows for the daemon's status: one per L7 frontend."""
         stats = self.stats()
         active = {(f["address"], f["port"]): f["active"] for f in stats["frontends"]}
-        rows = []
-        for f in self.frontends.values():
-            rows.append({
-                "lb_id": f.lb_id, "frontend": f.name, "listen": f"{f.address}:{f.port}",
-                "protocol": str(f.protocol), "backend": f.backend.name,
-                "algorithm": str(f.backend.algorithm), "stickiness": str(f.backend.stickiness),
-                "dataplane": self.name, "active": active.get((f.address, f.port), 0),
-                "servers": stats["backends"].get(str(f.backend.id), [])})
-        return rows
+        return [f.status_row(self.name, active.get((f.address, f.port), 0),
+                             stats["backends"].get(str(f.backend.id), []))
+                for f in self.frontends.values()]
 
     async def close(self) -> None:
         await self._stop_workers()
