@@ -32,12 +32,6 @@ class CertificateInfo:
         """Host names this certificate answers for: SANs, else the common name."""
         return self.subject_alternative_names or ((self.common_name,) if self.common_name else ())
 
-    def as_dict(self) -> dict:
-        return {"common_name": self.common_name,
-                "subject_alternative_name": list(self.subject_alternative_names),
-                "fingerprint": self.fingerprint,
-                "not_valid_before": self.not_valid_before.isoformat(),
-                "not_valid_after": self.not_valid_after.isoformat()}
 
 
 def describe(chain_pem: str) -> CertificateInfo:

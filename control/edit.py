@@ -4,7 +4,7 @@ config still validates, so a bad request loses nothing. Used by the CLI and the 
 from pydantic import BaseModel, ValidationError
 
 from control.config import ConfigError, error_message, field_path, finish
-from control.model import Backend, Config, Frontend, LoadBalancer, Server, now
+from control.model import Backend, Config, Frontend, LoadBalancer, Server, new_uuid, now
 
 TIMESTAMPED = ("created_at", "updated_at")
 
@@ -86,7 +86,7 @@ class Change:
 
     def create_lb(self, fields: dict) -> LoadBalancer:
         lb = _validate(LoadBalancer, _stamp(fields, LoadBalancer), f"lbs[{len(self.config.lbs)}].")
-        self.config.lbs.append(lb)
+        self.config.lbs.append(new_uuid(lb))
         return lb
 
     def update_lb(self, ref, fields: dict) -> LoadBalancer:
@@ -107,7 +107,7 @@ class Change:
     def create_backend(self, lb_ref, fields: dict) -> Backend:
         lb = self.lb(lb_ref)
         b = _validate(Backend, _stamp(fields, Backend), f"{self.path(lb)}backends[{len(lb.backends)}].")
-        lb.backends.append(b)
+        lb.backends.append(new_uuid(b))
         return b
 
     def update_backend(self, lb_ref, ref, fields: dict) -> Backend:
@@ -137,7 +137,7 @@ class Change:
     def create_frontend(self, lb_ref, fields: dict) -> Frontend:
         lb = self.lb(lb_ref)
         f = _validate(Frontend, _stamp(fields, Frontend), f"{self.path(lb)}frontends[{len(lb.frontends)}].")
-        lb.frontends.append(f)
+        lb.frontends.append(new_uuid(f))
         return f
 
     def update_frontend(self, lb_ref, ref, fields: dict) -> Frontend:
@@ -161,7 +161,7 @@ class Change:
         lb = self.lb(lb_ref)
         b = find(lb.backends, "backend", backend_ref)
         s = _validate(Server, fields, f"{self.path(lb, b)}servers[{len(b.servers)}].")
-        b.servers.append(s)
+        b.servers.append(new_uuid(s))
         return s
 
     def update_server(self, lb_ref, backend_ref, ref, fields: dict) -> Server:

@@ -285,5 +285,9 @@ class Config(Strict):
 ID_NAMESPACE = uuidlib.UUID("6f1c7a52-8d0e-4b8f-9a57-3c1b0d6a2e11")
 
 
-def new_uuid() -> str:
-    return str(uuidlib.uuid4())
+def new_uuid(obj):
+    """Objects made by a change get a random UUID at once, so later steps can name them
+    (hand-written files get derived ones: control.config.assign_ids)."""
+    if obj.uuid is None:
+        obj.uuid = str(uuidlib.uuid4())
+    return obj

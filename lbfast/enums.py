@@ -84,13 +84,6 @@ class AlgorithmCode(IntEnum):
     FIRST = 3
 
 
-class ServerModeCode(IntEnum):
-    ACCEPT = 0
-    REJECT = 1
-    DRAIN = 2
-    BACKUP = 3
-
-
 class HaMode(StrEnum):
     NONE = "none"
     VRRP = "vrrp"       # master/backup: keepalived moves the VIPs

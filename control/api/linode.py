@@ -19,7 +19,7 @@ from control.api.routes import Param, Route
 from control.api.views import json_body, linode_date, linode_page
 from control.config import ConfigError, frontend_protocol
 from control.edit import Change, NotFound
-from control.model import Backend, Certificate, Config, Frontend, LoadBalancer, Server, now
+from control.model import Backend, Certificate, Config, Frontend, LoadBalancer, Server, new_uuid, now
 from lbfast.enums import (Algorithm, CheckType, CipherSuite, Protocol, ProxyProtocol, ServerMode,
                           Stickiness)
 
@@ -328,13 +328,6 @@ def _unique_name(lb: LoadBalancer, base: str, own: set[str] = frozenset()) -> st
     while name in taken:
         name, n = f"{base}-{n}", n + 1
     return name
-
-
-def new_uuid(obj):
-    """Objects made in a change get their UUID at once, so later steps can name them."""
-    if obj.uuid is None:
-        obj.uuid = str(uuidlib.uuid4())
-    return obj
 
 
 def _certificate_name(lb: LoadBalancer, frontend_name: str, current: Certificate | None) -> str:

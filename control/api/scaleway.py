@@ -21,7 +21,8 @@ from control.api.routes import Param, Route
 from control.api.views import bool_param, json_body, owner_matches, rfc3339, scaleway_page, tags_match
 from control.config import ConfigError
 from control.edit import Change, NotFound
-from control.model import ID_NAMESPACE, Backend, Certificate, Config, Frontend, HealthCheck, Ip, LoadBalancer, now
+from control.model import (ID_NAMESPACE, Backend, Certificate, Config, Frontend, HealthCheck, Ip, LoadBalancer,
+                           new_uuid, now)
 from lbfast.enums import Algorithm, CheckType, OnMarkedDown, Protocol, ProxyProtocol, Stickiness
 
 # -- spellings: wire value → model value ----------------------------------------------------
@@ -532,12 +533,6 @@ def set_servers(c: Change, lb_uuid: str, b_uuid: str, wanted: list[str]) -> None
     for addr in wanted:
         if addr not in have:
             new_uuid(c.create_server(lb_uuid, b_uuid, {"address": addr}))
-
-
-def new_uuid(obj):
-    if obj.uuid is None:
-        obj.uuid = str(uuidlib.uuid4())
-    return obj
 
 
 def allocate_ip(config: Config, v6: bool) -> str:

@@ -248,17 +248,11 @@ class L7Dataplane:
             w.send({"cmd": "health", "changes": [(backend_id, server_key, up)]})
 
     def close_server_sessions(self, backend_id: int, server_key: str) -> int:
-        """Asks every worker to reset that server's sessions; the count comes back to
-        `close_sessions` callers (0 here: workers answer asynchronously)."""
+        """Asks every worker to reset that server's sessions (they answer asynchronously:
+        the count returned is 0)."""
         for w in self.workers:
             w.send({"cmd": "close_sessions", "backend_id": backend_id, "server_key": server_key})
         return 0
-
-    async def close_sessions(self, backend_id: int, server_key: str) -> int:
-        counts = await asyncio.gather(*(w.call({"cmd": "close_sessions", "backend_id": backend_id,
-                                                "server_key": server_key}) for w in self.workers),
-                                      return_exceptions=True)
-        return sum(c for c in counts if isinstance(c, int))
 
     def passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
         log.warning("passive check: %s of backend %d failed: %s", server_key, backend_id, reason)
