@@ -45,6 +45,7 @@ class Daemon:
         self.last_error = ""
         self.xdp = None                      # lbfast.xdp.XdpDataplane when XDP forwards L4
         self.xdp_frontends = []              # the FrontendSpecs it forwards
+        self.user_frontends = []             # and those the userspace proxies serve
         self.xdp_thread = None
         self.dataplane_reason = ""
         self.api = None                      # control.api.ApiServer when config.api.listen is set
@@ -66,7 +67,7 @@ class Daemon:
         """Hand the config to every data plane; raises if a data plane refuses it
         (the data planes apply nothing in that case)."""
         in_kernel, specs = self._partition(frontend_specs(config))
-        old_kernel, old_specs = self._partition(frontend_specs(self.config)) if self.config else ([], [])
+        old_kernel, old_specs = self.xdp_frontends, self.user_frontends
         if self.xdp is not None:
             await self.in_xdp_thread(self.xdp.apply, in_kernel)   # refuses bad input before it writes a map
             self.xdp_frontends = in_kernel
@@ -92,6 +93,7 @@ class Daemon:
                 self.xdp_frontends = old_kernel
             raise
         self.config = config
+        self.user_frontends = specs
         self.backends = {b.id: b for b in backend_specs(config)}
         self.health.update(self.backends.values())
         for (bid, key), st in self.health.status().items():   # new pools learn the known verdicts
