@@ -86,8 +86,10 @@ def path_of(where: tuple, field: str) -> str:
                          ids=[f"{c[0][-1] if isinstance(c[0][-1], str) else c[0][-2]}.{c[1]}" for c in CASES])
 def test_enum_and_range(where, field, valid, invalid, fragment):
     for value in valid:
-        cfg = configfile.parse(place(base(), where, field, value))
-        assert cfg is not None
+        node = configfile.parse(place(base(), where, field, value))
+        for part in where:                      # the value lands in the model unchanged
+            node = node[part] if isinstance(part, int) else getattr(node, part)
+        assert getattr(node, field) == value
     for value in invalid:
         err = error_of(place(base(), where, field, value))
         paths = [p for p, _ in err.problems]
