@@ -199,9 +199,9 @@ static __always_inline int snat_reusable(const struct flow_nat *held,
  * deleting its forward entry unless the new flow's own key replaces it. Returns 0 when
  * the reply entry is the new flow's. */
 static __always_inline int snat_take_over(struct flow_key *reply_key, struct flow_nat *reply,
-                                          const struct packet *pkt, __u64 now)
+                                          struct flow_nat *held, const struct packet *pkt,
+                                          __u64 now)
 {
-    struct flow_nat *held = ct_lookup(reply_key);
     if (!held || !snat_reusable(held, pkt, now))
         return -1;
     struct flow_key old_key;
@@ -222,12 +222,25 @@ static __always_inline int snat_take_over(struct flow_key *reply_key, struct flo
     return ct_store(reply_key, reply, 0);
 }
 
-static __always_inline int snat_try(struct flow_key *reply_key, struct flow_nat *reply,
-                                    const struct packet *pkt, __u64 now)
+/* The client's own port is usually free: insert first (a lookup would cost as much). */
+static __always_inline int snat_try_own(struct flow_key *reply_key, struct flow_nat *reply,
+                                        const struct packet *pkt, __u64 now)
 {
     if (ct_store(reply_key, reply, 1) == 0)
         return 0;
-    return snat_take_over(reply_key, reply, pkt, now);
+    return snat_take_over(reply_key, reply, ct_lookup(reply_key), pkt, now);
+}
+
+/* A port of the walk: look first, since a failed insert costs two lookups' worth (the map
+ * takes a free entry before it finds the key, then gives it back); under port pressure
+ * most tries find their port taken. The insert stays the claim. */
+static __always_inline int snat_try_next(struct flow_key *reply_key, struct flow_nat *reply,
+                                         const struct packet *pkt, __u64 now)
+{
+    struct flow_nat *held = ct_lookup(reply_key);
+    if (!held)
+        return ct_store(reply_key, reply, 1);
+    return snat_take_over(reply_key, reply, held, pkt, now);
 }
 
 /* Claim an SNAT address and port towards the server by inserting the reply entry:
@@ -250,7 +263,7 @@ static __always_inline __u16 snat_claim(const struct server *srv, struct flow_ke
             which = 0;
         reply_key->dst = srv->snat[which];
         reply_key->dport = pkt->key.sport;
-        if (snat_try(reply_key, reply, pkt, now) == 0)
+        if (snat_try_own(reply_key, reply, pkt, now) == 0)
             return own;
     }
 
@@ -268,7 +281,7 @@ static __always_inline __u16 snat_claim(const struct server *srv, struct flow_ke
         __u16 port = SNAT_PORT_MIN + ((n / count) * NR_CPUS_POSSIBLE + cpu) % SNAT_PORT_COUNT;
         reply_key->dst = srv->snat[which];
         reply_key->dport = bpf_htons(port);
-        if (snat_try(reply_key, reply, pkt, now) == 0)
+        if (snat_try_next(reply_key, reply, pkt, now) == 0)
             return port;
     }
     return 0;

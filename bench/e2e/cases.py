@@ -119,7 +119,11 @@ def _cases() -> list[Case]:
         base, peer = f"{group}/direct", f"{group}/haproxy-tcp"
         out += [
             Case(base, "direct to 2 backends", P.direct, close=close, requires=BASE),
-            Case(f"{group}/lbfast-xdp", "lbfast XDP", functools.partial(P.lbfast, xdp=True),
+            Case(f"{group}/lbfast-xdp", "lbfast XDP (native)",
+                 functools.partial(P.lbfast, xdp="native"),
+                 close=close, baseline=base, peer=peer, requires=BASE + (lbfast_xdp,)),
+            Case(f"{group}/lbfast-xdp-generic", "lbfast XDP (generic)",
+                 functools.partial(P.lbfast, xdp="generic"),
                  close=close, baseline=base, peer=peer, requires=BASE + (lbfast_xdp,)),
             Case(f"{group}/lbfast-l4", "lbfast userspace L4", P.lbfast, close=close,
                  baseline=base, peer=peer, requires=BASE),

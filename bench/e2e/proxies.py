@@ -208,7 +208,7 @@ def nft_dnat(ctx: RunContext) -> Target:
 
 
 # -- lbfast ----------------------------------------------------------------------------
-def lbfast_config(ctx: RunContext, protocol: str, cookie: bool, tls: bool, xdp: bool) -> dict:
+def lbfast_config(ctx: RunContext, protocol: str, cookie: bool, tls: bool, xdp: str) -> dict:
     tb = ctx.tb
     backend = {"name": "web", "protocol": protocol, "forward_port": HTTP_PORT,
                "algorithm": "roundrobin", "stickiness": "cookie" if cookie else "none",
@@ -222,15 +222,17 @@ def lbfast_config(ctx: RunContext, protocol: str, cookie: bool, tls: bool, xdp: 
     dataplane = {"mode": "xdp" if xdp else "userspace", "workers": ctx.workers}
     if xdp:
         dataplane["interfaces"] = [tb.lb_client_if, *tb.lb_backend_ifs]
+        dataplane["xdp_mode"] = xdp
     return {"dataplane": dataplane, "lbs": [lb]}
 
 
 def lbfast(ctx: RunContext, protocol: str = "tcp", cookie: bool = False, tls: bool = False,
-           xdp: bool = False) -> Target:
+           xdp: str = "") -> Target:
+    """`xdp`: "" (userspace proxies), "native" or "generic" """
     from control import runtime
 
     tb = ctx.tb
-    if xdp:
+    if xdp == "native":
         from control.testbed import ethtool_offload_off, gro_on
         # native XDP on veth: senders' checksums must be computed in software, and the
         # veths that receive redirected frames need NAPI (GRO on)
