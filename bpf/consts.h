@@ -218,8 +218,18 @@
 #define REASON_TX_RESET 14          /* flow purged by the control plane: answered with RST
                                      * out the device it came in on */
 #endif
+/* An ICMP error about a NATed flow (port unreachable, fragmentation needed, time
+ * exceeded), translated and sent on to the flow's other end (icmp.h) */
+#ifndef REASON_TX_ICMP
+#define REASON_TX_ICMP 15
+#endif
+/* ICMP error about a flow translated between IPv4 and IPv6: not translated (the kernel
+ * drops it) */
+#ifndef REASON_PASS_ICMP_FAMILY
+#define REASON_PASS_ICMP_FAMILY 16
+#endif
 #ifndef REASON_COUNT
-#define REASON_COUNT 15
+#define REASON_COUNT 17
 #endif
 
 /* ---- owned by Python, always passed by the loader ---- */

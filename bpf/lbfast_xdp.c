@@ -6,6 +6,7 @@
  *   rewrite    addresses, ports, checksums; IPv4 <-> IPv6           nat.h
  *   send       next hop (FIB, cached per flow and per server),      next_hop.h
  *              redirect
+ *   icmp       errors about NATed flows follow their flow           icmp.h
  *
  * Everything else passes to the kernel. What is dropped or passed, and why, is listed
  * with the reason codes in consts.h; a purged flow is answered with a RST (reset.h).
@@ -31,6 +32,7 @@
 #include "nat.h"
 #include "next_hop.h"
 #include "reset.h"
+#include "icmp.h"
 
 static __always_inline int parse_verdict(int parsed)
 {
@@ -112,6 +114,8 @@ static __always_inline int lbfast(struct xdp_md *ctx)
 {
     struct packet pkt = {};
     int parsed = parse_packet(ctx, &pkt);
+    if (parsed == PARSE_ICMP)
+        return forward_icmp_error(ctx, &pkt);
     if (parsed != PARSE_OK)
         return parse_verdict(parsed);
 

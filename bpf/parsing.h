@@ -45,6 +45,7 @@ enum parse_result {
     PARSE_MALFORMED,
     PARSE_FRAGMENT,
     PARSE_IP_OPTIONS,
+    PARSE_ICMP,         /* ICMP or ICMPv6 (icmp.h reads on); key has the addresses only */
 };
 
 /* Ethernet plus at most one 802.1Q/802.1ad tag; returns the inner EtherType. */
@@ -65,7 +66,8 @@ static __always_inline int parse_ethhdr(struct hdr_cursor *c, void *data_end)
     return bpf_ntohs(proto);
 }
 
-/* IPv4 without options (options pass to the kernel); returns the L4 protocol. */
+/* IPv4 without options (options pass to the kernel) carrying TCP, UDP or ICMP; returns
+ * the L4 protocol. */
 static __always_inline int parse_iphdr(struct hdr_cursor *c, void *data_end,
                                        struct packet *pkt)
 {
@@ -77,7 +79,8 @@ static __always_inline int parse_iphdr(struct hdr_cursor *c, void *data_end,
     __u32 tot_len = bpf_ntohs(iph->tot_len);
     if (tot_len < iph->ihl * 4 || tot_len > (__u32)(data_end - (void *)iph))
         return -PARSE_MALFORMED;
-    if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
+    if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP &&
+        iph->protocol != IPPROTO_ICMP)
         return -PARSE_NOT_OURS;
     if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
         return -PARSE_FRAGMENT;
@@ -93,7 +96,7 @@ static __always_inline int parse_iphdr(struct hdr_cursor *c, void *data_end,
     return iph->protocol;
 }
 
-/* IPv6 with TCP or UDP right after the fixed header; returns the L4 protocol. */
+/* IPv6 with TCP, UDP or ICMPv6 right after the fixed header; returns the L4 protocol. */
 static __always_inline int parse_ip6hdr(struct hdr_cursor *c, void *data_end,
                                         struct packet *pkt)
 {
@@ -110,7 +113,7 @@ static __always_inline int parse_ip6hdr(struct hdr_cursor *c, void *data_end,
         return -PARSE_FRAGMENT;
     if (next == NEXTHDR_HOP_BY_HOP || next == NEXTHDR_ROUTING_HDR || next == NEXTHDR_DEST_OPTS)
         return -PARSE_IP_OPTIONS;
-    if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+    if (next != IPPROTO_TCP && next != IPPROTO_UDP && next != IPPROTO_ICMPV6)
         return -PARSE_NOT_OURS;
     __builtin_memcpy(&pkt->key.src, &ip6h->saddr, sizeof(pkt->key.src));
     __builtin_memcpy(&pkt->key.dst, &ip6h->daddr, sizeof(pkt->key.dst));
@@ -151,7 +154,7 @@ static __always_inline int parse_udphdr(struct hdr_cursor *c, void *data_end,
     return PARSE_OK;
 }
 
-/* Ethernet -> IP -> TCP/UDP. Fills pkt and returns a parse_result. */
+/* Ethernet -> IP -> TCP/UDP (or ICMP). Fills pkt and returns a parse_result. */
 static __always_inline int parse_packet(struct xdp_md *ctx, struct packet *pkt)
 {
     void *data = (void *)(long)ctx->data;
@@ -175,6 +178,8 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct packet *pkt)
 
     pkt->l4_off = c.pos - data;
     pkt->key.proto = proto;
+    if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+        return PARSE_ICMP;
     __u32 l4_len = pkt->l3_off + pkt->l3_len - pkt->l4_off;
     if (proto == IPPROTO_TCP)
         return parse_tcphdr(&c, data_end, l4_len, pkt) < 0 ? PARSE_MALFORMED : PARSE_OK;

@@ -403,6 +403,38 @@ def _connected(s: socket.socket) -> bool:
         return False
 
 
+def test_a_closed_server_port_is_reported_to_the_udp_client(fresh):
+    """A datagram to a server port nobody listens on: the server's kernel answers ICMP
+    port unreachable to the SNAT address, the program sends it on to the client, whose
+    connected socket reports the refusal at once instead of timing out."""
+    tb, port, closed_port = fresh.tb, 5353, 9
+    be = BackendSpec(id=4, uuid="b4", name="b4", servers=(
+        ServerSpec(id=40, address=tb.backends[0].ip, port=closed_port),))
+    fresh.dp.apply([*frontends(tb), FrontendSpec(id=4, uuid="f4", name="f4", lb_id=1,
+                                                 address=tb.vip, port=port,
+                                                 protocol=Protocol.UDP, backend=be)])
+    fresh.dp.set_server_health(4, f"{tb.backends[0].ip}:{closed_port}", True)
+    before = fresh.stats()
+
+    def send_and_wait() -> str:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(3)
+            s.connect((tb.vip, port))
+            s.send(b"anyone?")
+            try:
+                s.recv(100)
+            except ConnectionRefusedError:
+                return "refused"
+            except TimeoutError:
+                return "timed out"
+            return "answered"
+
+    assert tb.client.in_ns(send_and_wait) == "refused"
+    after = fresh.stats()
+    assert after["reasons"]["tx_icmp"] - before["reasons"]["tx_icmp"] == 1
+    assert delta(after, before, "frontends", 4, "packets_in") == 1
+
+
 def test_ipv6_servers_behind_the_ipv4_vip(fresh):
     tb = fresh.tb
     fresh.dp.apply(frontends(tb, v6_servers=True))

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6PacketTooBig, IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
@@ -332,6 +332,93 @@ def held_for_first_client(w: World) -> None:
 CLOSED_BY_SERVER = [syn(), fin_from("server"), fin_from("client")]
 
 
+# ---------------------------------------------------------------------- ICMP errors
+UDP_CONFIG = config(protocol=Protocol.UDP)
+
+
+def udp_from_client(w: World) -> Send:
+    return Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64, id=3)
+                / UDP(sport=CLIENT_PORT, dport=VPORT) / Raw(b"ping"))
+
+
+def udp_to_server(w: World) -> Packet:
+    return (IP(src=w.snat_ip(0), dst=w.server_ip(0), ttl=63, id=3)
+            / UDP(sport=CLIENT_PORT, dport=SPORT) / Raw(b"ping"))
+
+
+def icmp_from_server(code: int, quote: Callable[[World], Packet], type_: int = 3,
+                     src: Callable[[World], str] | None = None, **icmp):
+    """An ICMP error to the SNAT address quoting the LB's packet to server 0."""
+    def build(w: World) -> Send:
+        return Send(w.server_to_lb(0)
+                    / IP(src=src(w) if src else w.server_ip(0), dst=w.snat_ip(0), ttl=64, id=21)
+                    / ICMP(type=type_, code=code, **icmp) / quote(w), ingress="b0")
+    return build
+
+
+def icmp_to_client(code: int, quote: Callable[[World], Packet], type_: int = 3, **icmp):
+    def build(w: World) -> Packet:
+        return (w.lb_to_client() / IP(src=w.tb.vip, dst=w.client_ip, ttl=63, id=21)
+                / ICMP(type=type_, code=code, **icmp) / quote(w))
+    return build
+
+
+def syn_as_sent(w: World) -> Packet:
+    """The client's SYN as the server received it (the LB took one off the TTL)."""
+    return bytes(forwarded(0)(w))[14:]
+
+
+def syn_as_client_sent(w: World) -> Packet:
+    return (IP(src=w.client_ip, dst=w.tb.vip, ttl=63, id=7)
+            / TCP(sport=CLIENT_PORT, dport=VPORT, flags="S", seq=1000, window=64240))
+
+
+def syn_ack_as_client_got(w: World) -> Packet:
+    return IP(bytes(syn_ack_to_client(w))[14:])
+
+
+def v6_flow(w: World) -> Send:
+    return Send(w.to_lb() / IPv6(src=w.tb.client.ip6, dst=w.tb.vip6, hlim=64)
+                / TCP(sport=CLIENT_PORT, dport=VPORT, flags="S", seq=1000))
+
+
+def v6_syn_at_server(w: World) -> Packet:
+    return (IPv6(src=w.snat_ip(0, v6=True), dst=w.server_ip(0, v6=True), hlim=63)
+            / TCP(sport=CLIENT_PORT, dport=SPORT, flags="S", seq=1000))
+
+
+V6_CONFIG = config(v6_servers=True, vip="fd00:200:ffff::1")
+V4_VIP_V6_SERVERS = config(v6_servers=True)
+
+
+def too_big_from_v6_path(w: World) -> Send:
+    return Send(w.server_to_lb(0)
+                / IPv6(src=w.server_ip(0, v6=True), dst=w.snat_ip(0, v6=True), hlim=64)
+                / ICMPv6PacketTooBig(mtu=1280) / v6_syn_at_server(w), ingress="b0")
+
+
+def too_big_to_v6_client(w: World) -> Packet:
+    return (w.lb_to_client()
+            / IPv6(src=w.tb.vip6, dst=w.tb.client.ip6, hlim=63)
+            / ICMPv6PacketTooBig(mtu=1280)
+            / IPv6(src=w.tb.client.ip6, dst=w.tb.vip6, hlim=63)
+            / TCP(sport=CLIENT_PORT, dport=VPORT, flags="S", seq=1000))
+
+
+def time_exceeded_about_reply(w: World) -> Send:
+    """A router on the client's side: the server's SYN-ACK (as the LB sent it) expired."""
+    return Send(w.to_lb() / IP(src="10.200.0.3", dst=w.tb.vip, ttl=64, id=22)
+                / ICMP(type=11, code=0) / syn_ack_as_client_got(w))
+
+
+def time_exceeded_to_server(w: World) -> Packet:
+    """...reaches server 0 from the SNAT address, quoting the SYN-ACK the server sent."""
+    quote = (IP(src=w.server_ip(0), dst=w.snat_ip(0), ttl=63, id=9)
+             / TCP(sport=SPORT, dport=CLIENT_PORT, flags="SA", seq=5000, ack=1001))
+    return (w.lb_to_server(0) / IP(src=w.snat_ip(0), dst=w.server_ip(0), ttl=63, id=22)
+            / ICMP(type=11, code=0) / quote)
+
+
 # ---------------------------------------------------------------------- the cases
 CASES: list[Case] = [
     # ---- forward, established, reply
@@ -521,4 +608,35 @@ CASES: list[Case] = [
     Case("conntrack full: a new flow still gets through, the LRU evicts idle entries",
          DEFAULT, syn(), XDP_REDIRECT, forwarded(0), setup=fill_conntrack,
          check=conntrack_stayed_full),
+    # ---- ICMP errors about NATed flows
+    Case("icmp: a server's port unreachable for a UDP flow reaches the client, about its "
+         "own datagram", UDP_CONFIG, icmp_from_server(3, udp_to_server), XDP_REDIRECT,
+         icmp_to_client(3, lambda w: (IP(src=w.client_ip, dst=w.tb.vip, ttl=63, id=3)
+                                      / UDP(sport=CLIENT_PORT, dport=VPORT) / Raw(b"ping"))),
+         reason="tx_icmp", before=[udp_from_client]),
+    Case("icmp: fragmentation needed on the server's path reaches the client with the MTU",
+         DEFAULT, icmp_from_server(4, lambda w: IP(syn_as_sent(w)), nexthopmtu=1400,
+                                   src=lambda w: "10.200.1.3"),
+         XDP_REDIRECT, icmp_to_client(4, syn_as_client_sent, nexthopmtu=1400),
+         reason="tx_icmp", before=[syn()]),
+    Case("icmp: time exceeded on the client's side, about a reply, reaches the server",
+         DEFAULT, time_exceeded_about_reply, XDP_REDIRECT, time_exceeded_to_server,
+         reason="tx_icmp", before=[syn(), syn_ack_from(0)]),
+    Case("icmpv6: packet too big on an IPv6 server's path reaches the IPv6 client",
+         V6_CONFIG, too_big_from_v6_path, XDP_REDIRECT, too_big_to_v6_client,
+         reason="tx_icmp", before=[v6_flow]),
+    Case("icmpv6: an error of a flow translated from IPv4 is the kernel's",
+         V4_VIP_V6_SERVERS, too_big_from_v6_path, XDP_PASS, reason="pass_icmp_family",
+         before=[syn()]),
+    Case("icmp: an error quoting no flow of ours is the kernel's", DEFAULT,
+         icmp_from_server(3, lambda w: IP(syn_as_sent(w))), XDP_PASS),
+    Case("icmp: an echo request to the VIP is the kernel's", DEFAULT,
+         lambda w: Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip) / ICMP(type=8)
+                        / Raw(b"x" * 32)), XDP_PASS),
+    Case("icmpv6: an echo request to the VIP is the kernel's", V6_CONFIG,
+         lambda w: Send(w.to_lb() / IPv6(src=w.tb.client.ip6, dst=w.tb.vip6)
+                        / ICMPv6EchoRequest()), XDP_PASS),
+    Case("icmp: an error quoting less than 8 bytes of L4 header is the kernel's", UDP_CONFIG,
+         icmp_from_server(3, lambda w: Raw(bytes(udp_to_server(w))[:20 + 4])), XDP_PASS,
+         before=[udp_from_client]),
 ]
