@@ -245,17 +245,21 @@ static __always_inline int snat_try_next(struct flow_key *reply_key, struct flow
 
 /* Claim an SNAT address and port towards the server by inserting the reply entry:
  * BPF_NOEXIST makes the insert the claim, so two CPUs never share one. First the
- * client's own port (as nf_nat keeps the original tuple when it can), on an address
+ * client's own port (as nf_nat keeps the original tuple when it can) unless the LB
+ * host's own connections use it (lbfast/hostports.py), on an address
  * picked by a hash of the client's address and port; then each CPU walks its own interleaved sequence through the
  * addresses and the SNAT port range. Fills reply_key->dst and ->dport; returns the port
  * in host order, or 0. */
+_Static_assert(SNAT_PORT_MAX < HOST_PORT_MIN || SNAT_PORT_MIN > HOST_PORT_MAX,
+               "the SNAT port range must leave the LB host's own ports alone");
+
 static __always_inline __u16 snat_claim(const struct server *srv, struct flow_key *reply_key,
                                         struct flow_nat *reply, const struct packet *pkt,
                                         __u64 now)
 {
     __u32 count = srv->snat_count ? srv->snat_count : 1;
     __u16 own = bpf_ntohs(pkt->key.sport);
-    if (own) {
+    if (own && !(own >= HOST_PORT_MIN && own <= HOST_PORT_MAX)) {
         /* Linux clients connect() from even ports: mix in the address, take high bits */
         __u32 mix = (own ^ pkt->key.src.v6[0] ^ pkt->key.src.v6[3]) * 2654435761u;
         __u64 which = opaque((mix >> 16) % count);

@@ -56,9 +56,10 @@
  * the server (or held only by a closed flow of the same client, see snat_reusable in
  * conntrack.h). Otherwise each CPU walks its own interleaved sequence through this
  * range, so a port comes back into use as late as possible. The default range lies below the
- * host's ephemeral ports (32768-60999), which its own connections (health checks) use;
- * the loader also reserves it (ip_local_reserved_ports) against a wider ephemeral
- * range. A port is per (SNAT address, server address and port). ---- */
+ * host's ephemeral ports (32768-60999); the loader also reserves it
+ * (ip_local_reserved_ports) against a wider ephemeral range. A client port in the
+ * range the host's own health checks leave from (HOST_PORT_MIN/MAX) is never kept. A
+ * port is per (SNAT address, server address and port). ---- */
 #ifndef SNAT_PORT_MIN
 #define SNAT_PORT_MIN 10000
 #endif
@@ -239,6 +240,10 @@
 #endif
 #ifndef SOURCE_HASH_SEED
 #error "SOURCE_HASH_SEED comes from lbfast.hashing.SOURCE_SEED through the loader's -D flags"
+#endif
+/* the LB host's own connections (health checks) leave from these ports: never a client's */
+#if !defined(HOST_PORT_MIN) || !defined(HOST_PORT_MAX)
+#error "HOST_PORT_MIN/MAX come from lbfast.hostports through the loader's -D flags"
 #endif
 #ifndef JIFFIES_PER_S
 #error "JIFFIES_PER_S (the running kernel's HZ) comes from lbfast.xdp.clock via -D flags"

@@ -28,6 +28,7 @@ cdef extern from "<sys/socket.h>":
         int l_linger
 
 cdef extern from "<netinet/in.h>":
+    int IPPROTO_IP
     struct in_addr:
         uint32_t s_addr
     struct in6_addr:
@@ -56,6 +57,7 @@ cdef extern from "<sys/epoll.h>":
     int EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLLOUT, EPOLLONESHOT
 
 cdef enum:
+    IP_LOCAL_PORT_RANGE = 51  # linux/in.h (Linux 6.3): glibc's headers may not have it
     PROBE_TIMEOUT = -1  # the deadline passed before the connect finished (not an errno)
     EVENTS = 256
     IDLE = -1       # target.fd: no connect in flight
@@ -87,11 +89,13 @@ cdef class TcpProber:
     cdef Py_ssize_t size, count
     cdef int epfd
     cdef readonly double granularity   # starts are batched: a probe may start this much early
+    cdef readonly uint32_t port_range  # IP_LOCAL_PORT_RANGE for every probe's socket, 0: none
 
-    def __cinit__(self, double granularity=0.005):
+    def __cinit__(self, double granularity=0.005, uint32_t port_range=0):
         self.targets = NULL
         self.size = self.count = 0
         self.granularity = granularity
+        self.port_range = port_range
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             raise OSError(errno, "epoll_create1")
@@ -221,6 +225,9 @@ cdef class TcpProber:
         # SO_LINGER {on, 0 s} up front: the close sends RST, no TIME_WAIT on the checker
         reset.l_onoff, reset.l_linger = 1, 0
         setsockopt(t.fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset))
+        if self.port_range:     # unsupported (ENOPROTOOPT) leaves the kernel's range
+            setsockopt(t.fd, IPPROTO_IP, IP_LOCAL_PORT_RANGE, &self.port_range,
+                       sizeof(self.port_range))
         if connect(t.fd, <sockaddr *>&t.addr, t.addrlen) == 0:
             return self._finish(results, t, 0, monotonic())
         error = errno

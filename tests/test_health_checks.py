@@ -19,6 +19,7 @@ import uvloop
 
 from control.health.checks import CheckResult, run_check
 from lbfast.enums import CheckType
+from lbfast.hostports import HOST_PORT_MAX, HOST_PORT_MIN
 from lbfast.spec import HealthCheckSpec
 
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
@@ -153,6 +154,16 @@ def test_tcp_on_ipv6_loopback(check):
         passes(check(listener.getsockname()[1], address="::1", type=CheckType.TCP))
 
 
+def test_connect_check_leaves_from_the_host_port_range(check):
+    """Checks take their source port from lbfast.hostports, where the XDP program never
+    puts a client flow (so no check can collide with one on a server)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        passes(check(listener.getsockname()[1], type=CheckType.TCP))
+        conn, peer = listener.accept()
+        conn.close()
+    assert HOST_PORT_MIN <= peer[1] <= HOST_PORT_MAX, peer
+
+
 class ProxyLineRecorder(socketserver.StreamRequestHandler):
     """Records the first line (the PROXY header), then answers one HTTP request if sent."""
 
@@ -184,7 +195,7 @@ def test_send_proxy_sends_a_v1_header_first(check, proxy_recorder, check_type):
         time.sleep(0.01)
     words = proxy_recorder.lines[0].decode().split()
     assert words[:3] == ["PROXY", "TCP4", "127.0.0.1"] and words[3] == "127.0.0.1"
-    assert int(words[4]) > 0 and words[5] == str(port)
+    assert HOST_PORT_MIN <= int(words[4]) <= HOST_PORT_MAX and words[5] == str(port)
 
 
 # ---------------------------------------------------------------- http, https, http_body

@@ -11,6 +11,7 @@ from control.health import tcp_probe
 from control.health.checks import CheckResult
 from control.health.tcp_probe import TcpProbeLoop
 from lbfast._tcpprobe import TIMEOUT, TcpProber
+from lbfast.hostports import HOST_PORT_MAX, HOST_PORT_MIN
 
 
 def open_fds() -> int:
@@ -63,6 +64,19 @@ def test_listening_port_connects(host, family):
         result, _ = probe_once(host, listener.getsockname()[1])
     assert result.ok and result.reason == "connected"
     assert 0 <= result.duration < 0.1
+
+
+@pytest.mark.parametrize("host, family", [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)])
+def test_probes_leave_from_the_host_port_range(host, family):
+    """The XDP program never gives a client flow a port of lbfast.hostports' range."""
+    with socket.socket(family) as listener:
+        listener.bind((host, 0))
+        listener.listen(16)
+        result, _ = probe_once(host, listener.getsockname()[1])
+        assert result.ok
+        conn, peer = listener.accept()
+        conn.close()
+    assert HOST_PORT_MIN <= peer[1] <= HOST_PORT_MAX, peer
 
 
 @pytest.mark.parametrize("host, family", [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)])

@@ -435,6 +435,35 @@ def test_a_closed_server_port_is_reported_to_the_udp_client(fresh):
     assert delta(after, before, "frontends", 4, "packets_in") == 1
 
 
+def test_a_client_on_a_host_port_cannot_block_the_hosts_own_connection(fresh):
+    """A client flow from a port of the LB host's own range (lbfast.hostports) gets
+    another SNAT port, so a connection of the host's (a health check) from that port to
+    the same server still works. Were the port kept, the server would read the host's
+    SYN as part of the client's flow and the host's connect would time out."""
+    from lbfast.hostports import HOST_PORT_MIN, IP_LOCAL_PORT_RANGE
+
+    tb, port = fresh.tb, HOST_PORT_MIN + 7
+    client = tb.client.in_ns(lambda: socket.create_connection(
+        (tb.vip, HTTP), timeout=5, source_address=(tb.client.ip, port)))
+    try:
+        name = http_get(tb.vip, keep=client)        # the client's flow stays open
+        server = tb.backends[int(name[1:])]
+
+        def host_get() -> str:
+            with socket.socket() as s:
+                s.settimeout(3)
+                s.setsockopt(socket.IPPROTO_IP, IP_LOCAL_PORT_RANGE,
+                             (port | port << 16).to_bytes(4, "little"))
+                s.connect((server.ip, tb.http_port))
+                assert s.getsockname()[1] == port
+                return http_get(server.ip, keep=s)
+
+        assert tb.lb.in_ns(host_get) == name
+        assert http_get(tb.vip, keep=client) == name  # and the client's flow still works
+    finally:
+        client.close()
+
+
 def test_ipv6_servers_behind_the_ipv4_vip(fresh):
     tb = fresh.tb
     fresh.dp.apply(frontends(tb, v6_servers=True))

@@ -21,6 +21,7 @@ from scapy.packet import Packet, Raw
 
 from lbfast import hashing, maglev
 from lbfast.enums import Algorithm, Protocol, ServerMode, Stickiness
+from lbfast.hostports import HOST_PORT_MIN
 from lbfast.spec import BackendSpec, FrontendSpec, ServerSpec
 from lbfast.xdp import structs as st
 
@@ -497,6 +498,9 @@ CASES: list[Case] = [
     # ---- SNAT port choice
     Case("snat: the client's own source port is kept when it is free",
          DEFAULT, syn(51234), XDP_REDIRECT, forwarded(0, port=51234)),
+    Case("snat: a client port of the LB host's own range (health checks) is not kept",
+         DEFAULT, syn(port=HOST_PORT_MIN), XDP_REDIRECT,
+         forwarded(0, port=lambda w: w.snat_port(0))),
     Case("snat: the same client reuses a closed flow's port at once (server in TIME_WAIT)",
          config(Algorithm.FIRST), syn(), XDP_REDIRECT, forwarded(0),
          before=CLOSED_BY_SERVER, check=taken_over),

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import httptools
 
 from lbfast.enums import CheckType
+from lbfast.hostports import use_host_ports
 from lbfast.spec import HealthCheckSpec
 
 # HAProxy reads one 16 kB buffer for http-check expect; a body match looks a little further.
@@ -97,8 +98,10 @@ def _expire(waiter: asyncio.Future) -> None:
 
 
 def new_socket(address: str) -> socket.socket:
-    return socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
                          socket.SOCK_STREAM | socket.SOCK_NONBLOCK)  # no extra ioctl
+    use_host_ports(sock)
+    return sock
 
 
 async def connect_socket(sock: socket.socket, address: tuple[str, int], timeout: float | None = None) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from control.health.checks import CheckResult
 from lbfast._tcpprobe import TIMEOUT, TcpProber
+from lbfast.hostports import PORT_RANGE_VALUE
 
 Record = Callable[[CheckResult], None]
 
@@ -25,7 +26,7 @@ class ProbeDriver:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.prober = TcpProber(START_GRANULARITY_S)
+        self.prober = TcpProber(START_GRANULARITY_S, PORT_RANGE_VALUE)
         self.timer: asyncio.TimerHandle | None = None
         self.wake_at = float("inf")
         loop.add_reader(self.prober.fileno(), self._run)

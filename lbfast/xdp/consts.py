@@ -6,6 +6,7 @@ from typing import Mapping
 
 from lbfast.enums import AlgorithmCode
 from lbfast.hashing import SOURCE_SEED
+from lbfast.hostports import HOST_PORT_MAX, HOST_PORT_MIN
 from lbfast.xdp import clock
 
 BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
@@ -20,6 +21,7 @@ def python_owned(with_clock: bool) -> dict[str, int]:
     The tick rate is asked from the kernel, so only builds (not imports) need it."""
     owned = {f"ALGO_{a.name}": int(a) for a in AlgorithmCode}
     owned["SOURCE_HASH_SEED"] = SOURCE_SEED
+    owned["HOST_PORT_MIN"], owned["HOST_PORT_MAX"] = HOST_PORT_MIN, HOST_PORT_MAX
     if with_clock:
         owned["JIFFIES_PER_S"] = clock.hz()
     return owned
