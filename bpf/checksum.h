@@ -68,6 +68,32 @@ static __always_inline __u16 csum_replace_tuple(__u16 csum, const struct tuple_r
     return fold_csum(sum);
 }
 
+/* A checksum change word by word (icmp.h): the sum of each old word's complement and
+ * each new word, added to the complemented checksum and folded. */
+static __always_inline __u64 csum_change16(__u16 old, __u16 new)
+{
+    return (__u16)~old + new;
+}
+
+static __always_inline __u64 csum_change32(__u32 old, __u32 new)
+{
+    return (__u64)(__u32)~old + new;
+}
+
+static __always_inline __u16 csum_apply(__u16 check, __u64 change)
+{
+    return fold_csum((__u16)~check + change);
+}
+
+static __always_inline __u64 csum_change_addr6(const __be32 *old, const union addr *new)
+{
+    __u64 sum = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        sum += csum_change32(old[i], new->v6[i]);
+    return sum;
+}
+
 /* Checksum of an option-less IPv4 header (its check field must be zero). */
 static __always_inline __u16 ipv4_header_csum(struct iphdr *iph)
 {

@@ -36,23 +36,6 @@ static __always_inline int icmp6_is_error(__u8 type)
            type == ICMPV6_TIME_EXCEED;
 }
 
-/* Checksum arithmetic as in checksum.h: a change is the sum of each old word's
- * complement and each new word, added to the complemented checksum and folded. */
-static __always_inline __u64 csum_change16(__u16 old, __u16 new)
-{
-    return (__u16)~old + new;
-}
-
-static __always_inline __u64 csum_change32(__u32 old, __u32 new)
-{
-    return (__u64)(__u32)~old + new;
-}
-
-static __always_inline __u16 csum_apply(__u16 check, __u64 change)
-{
-    return fold_csum((__u16)~check + change);
-}
-
 /* The quoted L4 header: ports back to the pre-NAT ones, its checksum updated when the
  * quote holds it (UDP's always does; zero means none) by `change` (the addresses',
  * which its pseudo-header covers, and the ports'). Returns the ICMP checksum's change
@@ -135,15 +118,6 @@ static __always_inline int icmp4_translate(struct xdp_md *ctx, struct packet *pk
     q->check = q_check;
     icmph->checksum = csum_apply(icmph->checksum, icmp);
     return send_icmp_error(ctx, pkt, nat, l2_len);
-}
-
-static __always_inline __u64 csum_change_addr6(const __be32 *old, const union addr *new)
-{
-    __u64 sum = 0;
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        sum += csum_change32(old[i], new->v6[i]);
-    return sum;
 }
 
 /* IPv6: ICMPv6 right after the fixed header, quoting a header with TCP/UDP next. Its
