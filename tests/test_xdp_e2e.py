@@ -656,6 +656,23 @@ def test_native_falls_back_to_generic_with_a_warning(caplog):
         assert attached_programs(tb, "lo") == []
 
 
+def test_native_on_veth_says_generic_is_faster(caplog):
+    from lbfast.xdp import XdpDataplane, remove_pins
+
+    pin_dir = f"/sys/fs/bpf/lbfast-vethhint-{os.getpid()}"
+    with Testbed(backends=0) as tb:
+        with caplog.at_level("WARNING", logger="lbfast.xdp"):
+            dp = tb.lb.in_ns(lambda: XdpDataplane([tb.lb_client_if], XdpMode.NATIVE,
+                                                  pin_dir=pin_dir))
+        try:
+            assert dp.attached == {tb.lb_client_if: XdpMode.NATIVE}
+            assert f"native XDP on veth {tb.lb_client_if}" in caplog.text
+            assert "generic is faster on veth" in caplog.text
+        finally:
+            dp.close()
+            remove_pins(pin_dir)
+
+
 def test_probe_answers_for_the_daemon_auto_mode():
     from lbfast.xdp import probe
 

@@ -188,6 +188,12 @@ def ifindex_of(ipr: IPRoute, ifname: str) -> int:
     return found[0]
 
 
+def link_kind(ipr: IPRoute, ifindex: int) -> str | None:
+    """The link's kind ("veth", "vlan", ...), None for a plain device."""
+    info = ipr.get_links(ifindex)[0].get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info else None
+
+
 def check_attachable(ipr: IPRoute, ifname: str) -> XdpState:
     """The interface exists and runs no XDP program but ours."""
     state = xdp_state(ipr, ifindex_of(ipr, ifname))
@@ -209,12 +215,17 @@ def attach(ipr: IPRoute, ifname: str, prog_fd: int, mode: XdpMode) -> XdpMode:
         set_xdp(ipr, ifindex, -1, XDP_FLAGS_DRV_MODE)
     try:
         set_xdp(ipr, ifindex, prog_fd, MODE_FLAGS[mode])
+        if mode == XdpMode.NATIVE and link_kind(ipr, ifindex) == "veth":
+            log.warning("native XDP on veth %s: every cloned TCP segment is copied into a "
+                        "page and its peer needs checksum offload off; xdp_mode generic is "
+                        "faster on veth (make bench: 0.92x direct vs 0.80x)", ifname)
         return mode
     except NetlinkError as e:
         if mode != XdpMode.NATIVE:
             raise XdpError(f"cannot attach XDP to {ifname}: {e}") from e
         log.warning("native XDP not available on %s (%s): falling back to generic (SKB) "
-                    "mode, which is slower", ifname, os.strerror(e.code))
+                    "mode, which is slower on a NIC with an XDP driver", ifname,
+                    os.strerror(e.code))
     if state.drv_prog:
         set_xdp(ipr, ifindex, -1, XDP_FLAGS_DRV_MODE)
     try:
