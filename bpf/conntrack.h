@@ -332,7 +332,6 @@ static __always_inline int ct_create(const struct packet *pkt, const struct fron
     fwd->last_seen = now;
     __builtin_memset(&fwd->nh, 0, sizeof(fwd->nh));
     fwd->fins = 0;
-    fwd->pad2 = 0;
     return REASON_NONE;
 }
 

@@ -206,7 +206,8 @@
 #define REASON_DROP_FIB 11          /* no route, or forwarding off on the ingress device */
 #endif
 #ifndef REASON_DROP_FRAG_NEEDED
-#define REASON_DROP_FRAG_NEEDED 12  /* rewritten packet exceeds the egress MTU */
+#define REASON_DROP_FRAG_NEEDED 12  /* rewritten packet exceeds the egress MTU and may be
+                                     * fragmented (IPv4 without DF): XDP cannot fragment */
 #endif
 /* Next hop not resolved (XDP cannot ask for ARP/ND, and handing the rewritten packet to
  * the kernel does not work: its source is an LB address, a martian on input). The hop
@@ -229,8 +230,14 @@
 #ifndef REASON_PASS_ICMP_FAMILY
 #define REASON_PASS_ICMP_FAMILY 16
 #endif
+/* rewritten packet exceeds the egress MTU (IPv4 with DF, or IPv6): answered with ICMP
+ * fragmentation needed / packet too big carrying the size the sender must keep to
+ * (too_big.h), so its path-MTU discovery works through the LB */
+#ifndef REASON_TX_TOO_BIG
+#define REASON_TX_TOO_BIG 17
+#endif
 #ifndef REASON_COUNT
-#define REASON_COUNT 17
+#define REASON_COUNT 18
 #endif
 
 /* ---- owned by Python, always passed by the loader ---- */

@@ -7,6 +7,7 @@
  *   send       next hop (FIB, cached per flow and per server),      next_hop.h
  *              redirect
  *   icmp       errors about NATed flows follow their flow           icmp.h
+ *              packets over the next hop's MTU are answered "too big" too_big.h
  *
  * Everything else passes to the kernel. What is dropped or passed, and why, is listed
  * with the reason codes in consts.h; a purged flow is answered with a RST (reset.h).
@@ -33,6 +34,7 @@
 #include "next_hop.h"
 #include "reset.h"
 #include "icmp.h"
+#include "too_big.h"
 
 static __always_inline int parse_verdict(int parsed)
 {
@@ -63,6 +65,8 @@ static __always_inline int forward_known_flow(struct xdp_md *ctx, struct packet 
     int unsent = REASON_NONE;
     if (!nat->nh.ifindex)
         unsent = resolve_next_hop(ctx, pkt, nat, &nat->nh);
+    if (!unsent && !fits_next_hop(pkt, nat, &nat->nh))
+        return answer_too_big(ctx, pkt, sender_mtu(pkt, nat, &nat->nh));
     int reason = nat_rewrite(ctx, pkt, nat);
     if (reason)
         return verdict(XDP_DROP, reason);
@@ -102,6 +106,8 @@ static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *p
     add_active(fwd.server, fwd.frontend, ACTIVE_PER_FLOW);
     count_traffic(&fwd, pkt->frame_len, 1);
 
+    if (!unsent && !fits_next_hop(pkt, &fwd, &fwd.nh))
+        return answer_too_big(ctx, pkt, sender_mtu(pkt, &fwd, &fwd.nh));
     reason = nat_rewrite(ctx, pkt, &fwd);
     if (reason)
         return verdict(XDP_DROP, reason);

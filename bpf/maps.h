@@ -49,4 +49,7 @@ BPF_TABLE_PINNED("percpu_array", u32, struct traffic, server_traffic, MAX_SERVER
 BPF_TABLE_PINNED("array", u32, struct active_conns, active_conns, 1, PINNED(active_conns));
 BPF_TABLE_PINNED("percpu_array", u32, u64, reasons, REASON_COUNT, PINNED(reasons));
 
+/* ---- for the loader only: the key/value layout each pinned map was made with ---- */
+BPF_TABLE_PINNED("hash", u64, u64, layouts, 64, PINNED(layouts));
+
 #endif

@@ -24,8 +24,10 @@ static __always_inline __u32 l3_len_after(const struct packet *pkt, const struct
     return nat->family == FAMILY_V6 ? pkt->l3_len + 20 : pkt->l3_len - 20;
 }
 
-/* FIB lookup for nat's tuple into nh. Returns REASON_NONE or why the packet cannot be
- * sent (drop_no_neigh, drop_frag_needed, drop_fib). */
+/* FIB lookup for nat's tuple into nh, with the route's MTU (no tot_len is given, so the
+ * FIB checks no size: the program compares every packet with the cached MTU, see
+ * too_big.h). Returns REASON_NONE or why the packet cannot be sent (drop_no_neigh,
+ * drop_fib). */
 static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct packet *pkt,
                                             const struct flow_nat *nat, struct next_hop *nh)
 {
@@ -33,7 +35,6 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct pac
     fib.l4_protocol = pkt->key.proto;
     fib.sport = nat->sport;
     fib.dport = nat->dport;
-    fib.tot_len = l3_len_after(pkt, nat);
     fib.ifindex = ctx->ingress_ifindex;
     if (nat->family == FAMILY_V4) {
         fib.family = AF_INET;
@@ -57,13 +58,13 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct pac
         neigh_wanted.update(&hop, &now);
         return REASON_DROP_NO_NEIGH;
     }
-    if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
-        return REASON_DROP_FRAG_NEEDED;
     if (rc != BPF_FIB_LKUP_RET_SUCCESS)
         return REASON_DROP_FIB;
     __builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
     __builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
     nh->ifindex = fib.ifindex;
+    nh->mtu = fib.mtu_result ? fib.mtu_result : 0xffff;
+    nh->pad = 0;
     return REASON_NONE;
 }
 

@@ -36,7 +36,7 @@ struct packet {
     __u8 tcp_flags;
     __u8 ttl;
     __u8 tos;
-    __u8 pad;
+    __u8 df;            /* IPv4 don't-fragment set; always for IPv6 (no router fragments) */
 };
 
 enum parse_result {
@@ -92,6 +92,7 @@ static __always_inline int parse_iphdr(struct hdr_cursor *c, void *data_end,
     pkt->l3_len = tot_len;
     pkt->ttl = iph->ttl;
     pkt->tos = iph->tos;
+    pkt->df = !!(iph->frag_off & bpf_htons(IP_DF));
     c->pos = iph + 1;
     return iph->protocol;
 }
@@ -121,6 +122,7 @@ static __always_inline int parse_ip6hdr(struct hdr_cursor *c, void *data_end,
     pkt->l3_len = sizeof(*ip6h) + payload_len;
     pkt->ttl = ip6h->hop_limit;
     pkt->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
+    pkt->df = 1;
     c->pos = ip6h + 1;
     return next;
 }

@@ -49,6 +49,8 @@ struct next_hop {
     __u8 dmac[6];
     __u8 smac[6];
     __u32 ifindex;      /* 0: not resolved (yet, or due for renewal) */
+    __u16 mtu;          /* of the route: larger packets are answered "too big" */
+    __u16 pad;
 };
 
 /* Conntrack value: how to rewrite packets of its key. The peer entry's key is this
@@ -67,7 +69,6 @@ struct flow_nat {
     __u64 last_seen;    /* jiffies */
     struct next_hop nh;
     __u32 fins;         /* forward entry: CT_FIN_* sides closed (atomic adds) */
-    __u32 pad2;
 };
 
 struct frontend_key {

@@ -4,6 +4,7 @@ VIP, real servers behind. The program's own counters show the traffic went throu
 (the VIP is also local on the LB, so without XDP the kernel would refuse it)."""
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -462,6 +463,59 @@ def test_a_client_on_a_host_port_cannot_block_the_hosts_own_connection(fresh):
         assert http_get(tb.vip, keep=client) == name  # and the client's flow still works
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_a_datagram_over_the_server_side_mtu_teaches_the_client_its_path_mtu(v6):
+    """The LB-server link has MTU 1400: the program answers a full-size datagram (DF,
+    as every IPv6 one) with fragmentation needed / packet too big, so the client's kernel
+    learns 1400 for the VIP, refuses the next full-size send, and a smaller one goes
+    through to the server and back."""
+    from lbfast.xdp import XdpDataplane, remove_pins
+
+    pin_dir = f"/sys/fs/bpf/lbfast-mtu-{os.getpid()}"
+    with Testbed(backends=1) as tb:
+        tb.start_backend_servers(("udp_echo",))
+        tb.add_vip_local()
+        prepare_native_xdp(tb)
+        tb.lb.run(["ip", "link", "set", "dev", tb.lb_backend_ifs[0], "mtu", "1400"])
+        tb.backends[0].run(["ip", "link", "set", "dev", tb.backends[0].ifname, "mtu", "1400"])
+        ifnames = [tb.lb_client_if, *tb.lb_backend_ifs]
+        dp = tb.lb.in_ns(lambda: XdpDataplane(ifnames, pin_dir=pin_dir))
+        try:
+            udp = frontends(tb, v6_servers=v6, servers=(0,))[2]
+            dp.apply([replace(udp, address=tb.vip6) if v6 else udp])
+            family, level = ((socket.AF_INET6, socket.IPPROTO_IPV6) if v6
+                             else (socket.AF_INET, socket.IPPROTO_IP))
+            # linux/in.h, linux/in6.h (Python's socket module lacks them)
+            mtu_discover, mtu_opt = (23, 24) if v6 else (10, 14)
+            headers = (40 if v6 else 20) + 8
+
+            def client() -> tuple[int, bool, bytes]:
+                with socket.socket(family, socket.SOCK_DGRAM) as s:
+                    s.settimeout(2)
+                    s.setsockopt(level, mtu_discover, 2)     # IP_PMTUDISC_DO: never fragment
+                    s.connect((tb.vip6 if v6 else tb.vip, UDP))
+                    s.send(b"x" * (1500 - headers))
+                    time.sleep(0.2)                          # the ICMP answer arrives
+                    learned = s.getsockopt(level, mtu_opt)
+                    try:
+                        s.send(b"x" * (1500 - headers))
+                        refused = False
+                    except OSError as e:
+                        refused = e.errno == errno.EMSGSIZE
+                    # the ICMP also left EMSGSIZE pending on the socket, for its next call
+                    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in (0, errno.EMSGSIZE)
+                    s.send(b"y" * (1400 - headers - 10))    # the echo adds the server's name
+                    return learned, refused, s.recv(2048)
+
+            learned, refused, echoed = tb.client.in_ns(client)
+            assert learned == 1400 and refused
+            assert echoed.partition(b":")[2] == b"y" * (1400 - headers - 10), echoed[:80]
+            assert dp.stats()["reasons"]["tx_too_big"] == 1
+        finally:
+            dp.close()
+            remove_pins(pin_dir)
 
 
 def test_ipv6_servers_behind_the_ipv4_vip(fresh):

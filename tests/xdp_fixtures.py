@@ -389,6 +389,27 @@ def v6_syn_at_server(w: World) -> Packet:
 
 
 V6_CONFIG = config(v6_servers=True, vip="fd00:200:ffff::1")
+
+
+def full_size_ack(df: bool, size: int = 1500):
+    """An established flow's data packet of `size` IP bytes (a full 1500-byte frame)."""
+    def build(w: World) -> Send:
+        return Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64, id=8,
+                                   flags="DF" if df else 0)
+                    / TCP(sport=CLIENT_PORT, dport=VPORT, flags="A", seq=1001, ack=5001)
+                    / Raw(b"x" * (size - 40)))
+    return build
+
+
+def frag_needed_to_client(mtu: int):
+    """The LB's answer: from the VIP, out the client's side, quoting the packet's IP
+    header and first 8 bytes of TCP."""
+    def build(w: World) -> Packet:
+        quote = bytes(full_size_ack(df=True)(w).packet)[14:14 + 28]
+        return (w.lb_to_client()
+                / IP(src=w.tb.vip, dst=w.client_ip, ttl=64, id=0, tos=0xc0)
+                / ICMP(type=3, code=4, nexthopmtu=mtu) / Raw(quote))
+    return build
 V4_VIP_V6_SERVERS = config(v6_servers=True)
 
 
@@ -640,6 +661,14 @@ CASES: list[Case] = [
     Case("icmpv6: an echo request to the VIP is the kernel's", V6_CONFIG,
          lambda w: Send(w.to_lb() / IPv6(src=w.tb.client.ip6, dst=w.tb.vip6)
                         / ICMPv6EchoRequest()), XDP_PASS),
+    # ---- packets over the next hop's MTU (IPv4 -> IPv6 adds 20 bytes to a full frame)
+    Case("too big: a full-size IPv4 packet with DF for an IPv6 server gets fragmentation "
+         "needed with MTU 1480", V4_VIP_V6_SERVERS, full_size_ack(df=True), XDP_REDIRECT,
+         frag_needed_to_client(1480), reason="tx_too_big", before=[syn()]),
+    Case("too big: without DF it is dropped (XDP cannot fragment)", V4_VIP_V6_SERVERS,
+         full_size_ack(df=False), XDP_DROP, reason="drop_frag_needed", before=[syn()]),
+    Case("too big: a packet that fits after the translation goes on", V4_VIP_V6_SERVERS,
+         full_size_ack(df=True, size=1480), XDP_REDIRECT, before=[syn()]),
     Case("icmp: an error quoting less than 8 bytes of L4 header is the kernel's", UDP_CONFIG,
          icmp_from_server(3, lambda w: Raw(bytes(udp_to_server(w))[:20 + 4])), XDP_PASS,
          before=[udp_from_client]),

@@ -20,7 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from lbfast.enums import XdpMode
 from lbfast.xdp import syscall
 from lbfast.xdp.bpfmap import BpfMap
-from lbfast.xdp.consts import Constants
+from lbfast.xdp.consts import DEFAULTS, Constants
 from lbfast.xdp.maps import MAPS, MAP_BY_NAME
 from lbfast.xdp.source import amalgamate
 
@@ -51,11 +51,26 @@ def ensure_bpffs(path: str = BPFFS) -> None:
         raise XdpError(f"cannot mount bpffs on {path}: {os.strerror(e)}")
 
 
-def pin_mismatch(path: str, name: str, consts: Constants) -> str | None:
-    """Why a pinned map cannot be reused, or None when it matches."""
+def recorded_layouts(pin_dir: str) -> dict[int, int]:
+    """The `layouts` pin: map name digest -> key/value layout digest it was made with."""
+    path = os.path.join(pin_dir, "layouts")
+    if pin_mismatch(path, "layouts", None) is not None:
+        return {}
+    m = BpfMap("layouts", syscall.obj_get(path), ct.c_uint64, ct.c_uint64)
+    try:
+        return {k.value: v.value for k, v in m.items()}
+    finally:
+        m.close()
+
+
+def pin_mismatch(path: str, name: str, consts: Constants | None,
+                 layouts: dict[int, int] | None = None) -> str | None:
+    """Why a pinned map cannot be reused, or None when it matches. With `layouts` (from
+    recorded_layouts) the fields must be where they were, not only the sizes."""
     spec = MAP_BY_NAME.get(name)
     if spec is None:
         return "not a map of this program version"
+    consts = consts if consts is not None else DEFAULTS
     try:
         fd = syscall.obj_get(path)
     except OSError as e:
@@ -69,6 +84,8 @@ def pin_mismatch(path: str, name: str, consts: Constants) -> str | None:
     have = (info.type, info.key_size, info.value_size, info.max_entries, info.map_flags)
     if want != have:
         return f"layout changed (type, key, value, entries, flags) {have} -> {want}"
+    if layouts is not None and layouts.get(spec.name_digest()) != spec.layout_digest(consts):
+        return "layout changed (fields moved, or made before layouts were recorded)"
     return None
 
 
@@ -78,9 +95,10 @@ def prepare_pin_dir(consts: Constants) -> None:
         raise XdpError(f"pin directory {pin_dir} is not under {BPFFS}")
     ensure_bpffs()
     os.makedirs(pin_dir, exist_ok=True)
+    layouts = recorded_layouts(pin_dir)
     for name in sorted(os.listdir(pin_dir)):
         path = os.path.join(pin_dir, name)
-        why = pin_mismatch(path, name, consts)
+        why = pin_mismatch(path, name, consts, None if name == "layouts" else layouts)
         if why:
             log.warning("pinned map %s %s: removed, its state is lost", path, why)
             os.unlink(path)
@@ -143,6 +161,9 @@ def load(consts: Constants, extra_cflags: list[str] = ()) -> Program:
         fd = syscall.obj_get(os.path.join(pin_dir, spec.name))
         maps[spec.name] = BpfMap(spec.name, fd, spec.key(consts), spec.value(consts),
                                  spec.percpu)
+    for spec in MAPS:
+        maps["layouts"].set(ct.c_uint64(spec.name_digest()),
+                            ct.c_uint64(spec.layout_digest(consts)))
     log.info("XDP program compiled and loaded in %.2f s; maps pinned in %s", seconds,
              pin_dir)
     return Program(fn.fd, maps, consts, seconds, bcc)

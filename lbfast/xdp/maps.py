@@ -2,6 +2,7 @@
 The loader checks pinned maps against it (a layout change means re-creating the map) and
 opens every map through it; tests check it against what bcc compiled."""
 import ctypes as ct
+import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +25,13 @@ class MapSpec:
 
     def max_entries(self, consts: Constants) -> int:
         return int(consts[self.size]) if isinstance(self.size, str) else self.size
+
+    def name_digest(self) -> int:
+        return int.from_bytes(hashlib.blake2b(self.name.encode(), digest_size=8).digest(),
+                              "little")
+
+    def layout_digest(self, consts: Constants) -> int:
+        return st.layout_digest(self.key(consts), self.value(consts))
 
 
 def _fixed(t: type) -> Callable[[Constants], type]:
@@ -52,5 +60,7 @@ MAPS: tuple[MapSpec, ...] = (
     MapSpec("server_traffic", "percpu_array", U32, _fixed(st.Traffic), "MAX_SERVERS"),
     MapSpec("active_conns", "array", U32, st.active_conns_type, 1),
     MapSpec("reasons", "percpu_array", U32, U64, "REASON_COUNT"),
+    # map name's digest -> layout digest of its key and value (loader.pin_mismatch)
+    MapSpec("layouts", "hash", U64, U64, 64),
 )
 MAP_BY_NAME = {m.name: m for m in MAPS}

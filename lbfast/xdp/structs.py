@@ -3,6 +3,7 @@
 conversions between Python addresses/ports and their wire form in those structs.
 Structs whose size depends on a constant are built per `Constants` by a function."""
 import ctypes as ct
+import hashlib
 import ipaddress
 import socket
 from functools import lru_cache
@@ -40,7 +41,8 @@ class FlowKey4(ct.Structure):
 
 
 class NextHop(ct.Structure):
-    _fields_ = [("dmac", ct.c_uint8 * 6), ("smac", ct.c_uint8 * 6), ("ifindex", ct.c_uint32)]
+    _fields_ = [("dmac", ct.c_uint8 * 6), ("smac", ct.c_uint8 * 6), ("ifindex", ct.c_uint32),
+                ("mtu", ct.c_uint16), ("pad", ct.c_uint16)]
 
 
 class FlowNat(ct.Structure):
@@ -48,7 +50,7 @@ class FlowNat(ct.Structure):
                 ("family", ct.c_uint8), ("flags", ct.c_uint8), ("server", ct.c_uint16),
                 ("frontend", ct.c_uint16), ("pad", ct.c_uint16),
                 ("idle_timeout_s", ct.c_uint32), ("last_seen", ct.c_uint64), ("nh", NextHop),
-                ("fins", ct.c_uint32), ("pad2", ct.c_uint32)]
+                ("fins", ct.c_uint32)]
 
 
 class FrontendKey(ct.Structure):
@@ -158,3 +160,18 @@ def be16(port: int) -> int:
 
 def port_of(be: int) -> int:
     return socket.ntohs(be)
+
+
+def layout_digest(*types: type) -> int:
+    """64-bit digest of how `types` lay out their bytes (field names, offsets, sizes, down
+    through nested structs and arrays): a pinned map whose key or value layout changed
+    with the same sizes must not be reused (the loader keeps these in the `layouts` map)."""
+    def describe(t: type) -> str:
+        if hasattr(t, "_fields_"):
+            return "{" + ",".join(f"{name}@{getattr(t, name).offset}:{describe(ft)}"
+                                  for name, ft, *_ in t._fields_) + "}"
+        if hasattr(t, "_length_"):
+            return f"{describe(t._type_)}[{t._length_}]"
+        return f"{t.__name__}/{ct.sizeof(t)}"
+    text = "|".join(describe(t) for t in types)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
