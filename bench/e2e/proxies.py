@@ -232,13 +232,15 @@ def lbfast(ctx: RunContext, protocol: str = "tcp", cookie: bool = False, tls: bo
     from control import runtime
 
     tb = ctx.tb
-    if xdp == "native":
+    if xdp:
         from control.testbed import ethtool_offload_off, gro_on
-        # native XDP on veth: senders' checksums must be computed in software, and the
-        # veths that receive redirected frames need NAPI (GRO on)
+        # XDP on veth, either mode: senders' checksums must be computed in software (a
+        # partial checksum cannot be updated like a full one); native also needs NAPI
+        # (GRO on) on the veths that receive redirected frames
         for h in (tb.client, *tb.backends):
             ethtool_offload_off(h, h.ifname)
-            gro_on(h, h.ifname)
+            if xdp == "native":
+                gro_on(h, h.ifname)
     # with XDP too: packets XDP passes up (a non-SYN without state) get the kernel's RST
     tb.add_vip_local()
     conf = os.path.join(ctx.rundir, "lbfast.json")
