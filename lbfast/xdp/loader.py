@@ -239,7 +239,7 @@ def attach(ipr: IPRoute, ifname: str, prog_fd: int, mode: XdpMode) -> XdpMode:
         if mode == XdpMode.NATIVE and link_kind(ipr, ifindex) == "veth":
             log.warning("native XDP on veth %s: every cloned TCP segment is copied into a "
                         "page; xdp_mode generic is not, and is faster on veth for new "
-                        "connections (make bench: 0.85x direct vs 0.73x)", ifname)
+                        "connections (make bench: 0.80x direct vs 0.72x)", ifname)
         return mode
     except NetlinkError as e:
         if mode != XdpMode.NATIVE:
