@@ -194,15 +194,22 @@ static __always_inline int snat_reusable(const struct flow_nat *held,
            addr_eq(&held->src, &pkt->key.dst, held->family);
 }
 
-/* The claim when the reply entry exists: take it over if snat_reusable, after closing
- * what the earlier flow still had open (an expired open flow's halves of the count) and
+/* The claim when the reply entry exists: take it over if snat_reusable (one CPU only),
+ * after closing what the earlier flow still had open (an expired open flow's halves of the count) and
  * deleting its forward entry unless the new flow's own key replaces it. Returns 0 when
  * the reply entry is the new flow's. */
 static __always_inline int snat_take_over(struct flow_key *reply_key, struct flow_nat *reply,
                                           struct flow_nat *held, const struct packet *pkt,
                                           __u64 now)
 {
-    if (!held || !snat_reusable(held, pkt, now))
+    if (!held)
+        return -1;
+    __u64 seen = held->last_seen;
+    if (!snat_reusable(held, pkt, now))
+        return -1;
+    /* two CPUs may find the same held entry reusable at once: the one whose swap of
+     * last_seen lands takes it, the other walks on to its next port */
+    if (__sync_val_compare_and_swap(&held->last_seen, seen, now) != seen)
         return -1;
     struct flow_key old_key;
     ct_peer_key(held, reply_key->proto, &old_key);
