@@ -2,7 +2,6 @@
 The loader checks pinned maps against it (a layout change means re-creating the map) and
 opens every map through it; tests check it against what bcc compiled."""
 import ctypes as ct
-import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,8 +26,7 @@ class MapSpec:
         return int(consts[self.size]) if isinstance(self.size, str) else self.size
 
     def name_digest(self) -> int:
-        return int.from_bytes(hashlib.blake2b(self.name.encode(), digest_size=8).digest(),
-                              "little")
+        return st.digest64(self.name)
 
     def layout_digest(self, consts: Constants) -> int:
         return st.layout_digest(self.key(consts), self.value(consts))

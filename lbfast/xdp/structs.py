@@ -173,5 +173,9 @@ def layout_digest(*types: type) -> int:
         if hasattr(t, "_length_"):
             return f"{describe(t._type_)}[{t._length_}]"
         return f"{t.__name__}/{ct.sizeof(t)}"
-    text = "|".join(describe(t) for t in types)
+    return digest64("|".join(describe(t) for t in types))
+
+
+def digest64(text: str) -> int:
+    """A stable 64-bit digest (a u64 map key or value)."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
