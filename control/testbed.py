@@ -62,6 +62,7 @@ __all__ = [
     "gro_on",
     "netns_unavailable_reason",
     "cleanup_stale",
+    "stop_processes",
 ]
 
 NETNS_DIR = "/run/netns"
@@ -468,7 +469,7 @@ class Testbed:
             return
         self._closed = True
         try:
-            _stop_procs(self._procs)
+            stop_processes(self._procs)
             _kill_ns_residents(self._ns_created)
             for name in reversed(self._ns_created):
                 _remove_netns(name)
@@ -514,7 +515,9 @@ def _b36(n: int) -> str:
             return out
 
 
-def _stop_procs(procs: list[subprocess.Popen]) -> None:
+def stop_processes(procs: list[subprocess.Popen], grace: float = _TERM_GRACE) -> None:
+    """SIGTERM to every process still running (its group when started as one), SIGKILL to
+    what is left after `grace` s, then reap them all and close their pipes."""
     def signal_all(sig: int) -> None:
         for p in procs:
             if p.poll() is not None:
@@ -530,7 +533,7 @@ def _stop_procs(procs: list[subprocess.Popen]) -> None:
                 p.send_signal(sig)
 
     signal_all(signal.SIGTERM)
-    deadline = time.monotonic() + _TERM_GRACE
+    deadline = time.monotonic() + grace
     for p in procs:
         try:
             p.wait(timeout=max(0.0, deadline - time.monotonic()))

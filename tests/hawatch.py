@@ -25,6 +25,15 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
+def monitor_lines(proc):
+    """A monitor's output lines until it ends, or until close() (testbed.stop_processes)
+    closes the pipe under the reading thread."""
+    try:
+        yield from proc.stdout
+    except ValueError:      # I/O on a closed file
+        return
+
+
 class NsThread(threading.Thread):
     """Runs `self.loop()` in namespace `ns` until stop() or `limit_s` seconds."""
 
@@ -160,7 +169,7 @@ class AddressWatch:
         time.sleep(0.2)         # the monitors subscribe before anything happens
 
     def _read(self, i: int, proc) -> None:
-        for line in proc.stdout:
+        for line in monitor_lines(proc):
             if not line.startswith("[") or f" {self.vip}/" not in line:
                 continue
             stamp, _, rest = line[1:].partition("] ")
@@ -201,14 +210,7 @@ class AddressWatch:
         return out
 
     def close(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        testbed.stop_processes(self.procs, grace=5)
         for t in self.threads:
             t.join(5)
 
@@ -226,7 +228,7 @@ class RouteWatch:
         time.sleep(0.2)
 
     def _read(self) -> None:
-        for line in self.proc.stdout:
+        for line in monitor_lines(self.proc):
             stamp, _, text = line[1:].partition("] ")
             words = text.replace("\\", " ").split()
             if self.prefix in words[:2]:        # "PREFIX ..." or "Deleted PREFIX ..."
@@ -236,10 +238,5 @@ class RouteWatch:
         return next(((when, text) for when, text in list(self.events) if when >= t), None)
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        testbed.stop_processes([self.proc], grace=5)
         self.thread.join(5)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import uvloop
 
+from control.testbed import stop_processes
 from lbfast.enums import Protocol
 from lbfast.l7 import L7Dataplane, L7Limits
 from lbfast.spec import BackendSpec, FrontendSpec, ServerSpec
@@ -151,13 +152,7 @@ class Backends:
         return f"[{self.bind}]:{self.ports[i]}" if ":" in self.bind else f"{self.bind}:{self.ports[i]}"
 
     def close(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs, grace=5)
 
 
 class Recorder:

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 
 from control import runtime
+from control.testbed import stop_processes
 
 LBFAST = [sys.executable, "-m", "control.cli"]
 
@@ -65,14 +66,7 @@ class Backends:
         self.procs[i].wait(5)
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs, grace=5)
 
 
 class Daemon:
@@ -111,6 +105,15 @@ class Daemon:
     def sighup(self) -> None:
         os.kill(self.proc.pid, signal.SIGHUP)
 
+    def sighup_and_wait(self, what: str = "reload") -> None:
+        """SIGHUP, then wait until the daemon counts the reload, applied or refused."""
+        def outcome() -> tuple[int, int]:
+            st = self.status()
+            return st["reloads"], st["reload_failures"]
+        before = outcome()
+        self.sighup()
+        wait_for(lambda: outcome() != before, what=what)
+
     def status(self) -> dict:
         return runtime.request(self.socket, "status")
 
@@ -129,13 +132,7 @@ class Daemon:
         return (self.tmp / "lbfast.log").read_text(errors="replace")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_processes([self.proc], grace=10)
         self.log.close()
 
 

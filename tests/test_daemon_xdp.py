@@ -2,7 +2,6 @@
 forwarded by the XDP program (its counters prove it), health verdicts reach the maps,
 reloads keep flows, and auto falls back to the userspace proxy with a reason."""
 import os
-import socket
 import time
 from collections import Counter
 
@@ -170,10 +169,7 @@ def test_twenty_reloads_under_load_on_the_xdp_path(xdp_testbed, tmp_path):
             if i == 10:
                 cfg["lbs"][0]["backends"][0]["servers"][0]["weight"] = 999      # invalid: rejected
             d.write(cfg)
-            before = d.status()
-            d.sighup()
-            wait_for(lambda: (d.status()["reloads"], d.status()["reload_failures"])
-                     != (before["reloads"], before["reload_failures"]), what=f"reload {i}")
+            d.sighup_and_wait(f"reload {i}")
             time.sleep(0.1)
         st = d.status()
     finally:

@@ -18,6 +18,7 @@ import trustme
 import uvloop
 
 from control.health.checks import CheckResult, run_check
+from control.testbed import stop_processes
 from lbfast.enums import CheckType
 from lbfast.hostports import HOST_PORT_MAX, HOST_PORT_MIN
 from lbfast.spec import HealthCheckSpec
@@ -96,13 +97,8 @@ class Daemon:
         pytest.fail(f"{self.name} not ready on port {self.port} within {timeout} s:\n{self.log_tail(offset)}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_processes([self.proc], grace=15)
 
 
 def must_run(argv: list[str], what: str, **kw) -> None:

@@ -4,7 +4,7 @@ import socket
 import threading
 import time
 
-from tests.lbrun import Backends, Daemon, ask, free_port, tcp_config, wait_for
+from tests.lbrun import Backends, Daemon, ask, free_port, tcp_config
 
 VIP = "127.0.0.11"
 
@@ -58,10 +58,7 @@ def test_twenty_reloads_under_load(tmp_path):
                 d.path.write_text('{"lbs": [{"name": "t", "backends": [{"name": "pool", "forward_port": 0}]}]}')
             else:
                 d.write(config(plans[i]))
-            before = d.status()["reloads"], d.status()["reload_failures"]
-            d.sighup()
-            wait_for(lambda: (d.status()["reloads"], d.status()["reload_failures"]) != before,
-                     what=f"reload {i}")
+            d.sighup_and_wait(f"reload {i}")
             time.sleep(0.1)
         st = d.status()
     finally:

@@ -73,9 +73,9 @@ def test_map_update_rate(benchmark, dataplane):
         m.delete(k)
 
 
-def test_apply_every_server_changed(benchmark, dataplane):
+def bench_alternating_applies(benchmark, dataplane, a, b) -> None:
+    """Each round applies the other of two configurations: a diff of their difference."""
     benchmark.group = f"XDP apply: {LBS:,} frontends × {SERVERS} servers"
-    a, b = specs(100), specs(50)
     dataplane.apply(a)
     turn = [b, a]
 
@@ -84,16 +84,11 @@ def test_apply_every_server_changed(benchmark, dataplane):
         turn.reverse()
 
     benchmark(apply)
+
+
+def test_apply_every_server_changed(benchmark, dataplane):
+    bench_alternating_applies(benchmark, dataplane, specs(100), specs(50))
 
 
 def test_apply_one_server_changed(benchmark, dataplane):
-    benchmark.group = f"XDP apply: {LBS:,} frontends × {SERVERS} servers"
-    a, b = specs(100), specs(100, first_weight=50)
-    dataplane.apply(a)
-    turn = [b, a]
-
-    def apply():
-        dataplane.apply(turn[0])
-        turn.reverse()
-
-    benchmark(apply)
+    bench_alternating_applies(benchmark, dataplane, specs(100), specs(100, first_weight=50))

@@ -172,7 +172,7 @@ class HaTestbed:
             return
         self._closed = True
         try:
-            testbed._stop_procs(self._procs)
+            testbed.stop_processes(self._procs)
             testbed._kill_ns_residents(self._ns)
             for name in reversed(self._ns):
                 testbed._remove_netns(name)
