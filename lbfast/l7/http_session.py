@@ -483,14 +483,7 @@ class HttpSession(asyncio.Protocol):
         if ex is not None and ex.response is not None:
             self.abort()
             return
-        for other in self.exchanges:
-            other.release()
-            if other.conn is not None:
-                other.conn.exchange = None
-                other.conn.abort()
-                other.conn = None
-        self.exchanges.clear()
-        self.current = None
+        self.drop_exchanges()
         self.frontend.responses[4] += 1
         self.send_page(e.status)
 
@@ -559,19 +552,24 @@ class HttpSession(asyncio.Protocol):
             elif self.current is not None and self.current.response is not None:
                 self.abort()
             else:
-                for other in self.exchanges:
-                    other.release()
-                    if other.conn is not None:
-                        other.conn.exchange = None
-                        other.conn.abort()
-                        other.conn = None
-                self.exchanges.clear()
-                self.current = None
+                self.drop_exchanges()
                 self.send_page(408)
         else:
             self.abort()
 
     # -- teardown ----------------------------------------------------------------------
+    def drop_exchanges(self) -> None:
+        """Forget every queued exchange; their server connections are aborted, as a
+        request may be half sent on them."""
+        for ex in self.exchanges:
+            ex.release()
+            if ex.conn is not None:
+                ex.conn.exchange = None
+                ex.conn.abort()
+                ex.conn = None
+        self.exchanges.clear()
+        self.current = None
+
     def abort(self) -> None:
         if not self.closed:
             self.close()
@@ -585,14 +583,7 @@ class HttpSession(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.transport.close()
-        for ex in self.exchanges:
-            ex.release()
-            if ex.conn is not None:
-                ex.conn.exchange = None
-                ex.conn.abort()         # the request may be half sent: this connection is done
-                ex.conn = None
-        self.exchanges.clear()
-        self.current = None
+        self.drop_exchanges()
         if self.tunnel_conn is not None:
             self.tunnel_conn.tunnel = None
             self.tunnel_conn.close()
