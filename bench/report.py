@@ -256,7 +256,8 @@ def settings_lines(suite: dict) -> list[str]:
         "the LB namespace (the default 120 s fills the table at these rates).",
         "- lbfast XDP cases: the client's and the backends' tx checksum offload off (XDP on "
         "veth cannot update a partial checksum), GRO on for native mode; the direct "
-        "baseline keeps the defaults (offload off alone measured 0.99x direct).",
+        "baseline keeps the defaults, `direct-offload-off` shows what the setting alone "
+        "costs.",
         "- TLS: the same certificate and cipher for every TLS case: an ECDSA P-256 leaf "
         f"from a throwaway CA (trustme), {tls.TLS_VERSION} {tls.CIPHERSUITE}.",
         f"- Disturbance: a run is disturbed when work outside it took more than "

@@ -245,7 +245,7 @@ class Runner:
             else:
                 runnable.append(c)
         suite.cases = [c.key for c in self.cases]
-        drift = [c for c in runnable if c.is_direct]
+        drift = [c for c in runnable if c.is_direct and not c.baseline]
         schedule = [(c, rep) for rep in range(1, s.repeats + 1) for c in runnable]
         schedule += [(c, 0) for c in drift]     # the baselines again at the end: drift
         progress = Progress(len(schedule), self.stream)

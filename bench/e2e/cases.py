@@ -119,6 +119,9 @@ def _cases() -> list[Case]:
         base, peer = f"{group}/direct", f"{group}/haproxy-tcp"
         out += [
             Case(base, "direct to 2 backends", P.direct, close=close, requires=BASE),
+            Case(f"{group}/direct-offload-off", "direct, peers' checksum offload off (as "
+                 "for XDP)", functools.partial(P.direct, offload_off=True), close=close,
+                 baseline=base, requires=BASE),
             Case(f"{group}/lbfast-xdp", "lbfast XDP (native)",
                  functools.partial(P.lbfast, xdp="native"),
                  close=close, baseline=base, peer=peer, requires=BASE + (lbfast_xdp,)),

@@ -50,8 +50,13 @@ def backend_addrs(ctx: RunContext) -> list[str]:
 
 
 # -- direct ----------------------------------------------------------------------------
-def direct(ctx: RunContext, tls: bool = False) -> Target:
-    """No LB: wrk's threads and connections split over both backends, one wrk each."""
+def direct(ctx: RunContext, tls: bool = False, offload_off: bool = False) -> Target:
+    """No LB: wrk's threads and connections split over both backends, one wrk each.
+    `offload_off`: with the peers set as the XDP cases need them (what that alone costs)."""
+    if offload_off:
+        from control.testbed import ethtool_offload_off
+        for h in (ctx.tb.client, *ctx.tb.backends):
+            ethtool_offload_off(h, h.ifname)
     return Target([url(a, tls) for a in backend_addrs(ctx)], lb_cpu="none")
 
 
