@@ -11,10 +11,10 @@ import shutil
 import statistics
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.e2e.cases import BY_KEY, GROUPS, Case
+from bench.e2e.cases import BY_KEY, GROUPS
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

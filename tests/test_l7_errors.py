@@ -1,6 +1,5 @@
 """Error pages and passive checks: 503 with no usable server, 502 for a server that closes
 or answers garbage, and the passive hook on 5xx and failed connects."""
-import socket
 
 import pytest
 

@@ -5,7 +5,6 @@ import base64
 import hashlib
 import os
 import socket
-import struct
 import threading
 import time
 
