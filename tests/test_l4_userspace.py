@@ -9,7 +9,7 @@ import pytest
 
 from lbfast import maglev
 from lbfast.hashing import source_slot
-from tests.lbrun import Backends, Daemon, ask, free_port, tcp_config, wait_for
+from tests.lbrun import Backends, Daemon, ask, free_port, tcp_config
 
 VIP = "127.0.0.10"
 
@@ -279,7 +279,6 @@ def test_100_mb_both_ways_with_flat_memory(backends, run):
                 s.sendall(chunk)
                 digest.update(chunk)
                 sent += len(chunk)
-            head, _ = b"", None
             data = b""
             while not data.endswith(b"}"):
                 data += s.recv(65536)

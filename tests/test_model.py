@@ -3,7 +3,6 @@ field path, and a canonical file that survives file -> model -> file unchanged."
 import os
 import stat
 
-import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
