@@ -13,8 +13,9 @@ extensions = [
 setup(
     name="lbfast",
     version="0.1.0",
-    packages=["lbfast", "lbfast.l7", "control"],
-    package_data={"lbfast": ["*.pyx", "*.pxd", "*.pyi"], "lbfast.l7": ["*.pyx", "*.pxd", "*.pyi"]},
+    packages=["lbfast", "lbfast.l7", "control", "control.status"],
+    package_data={"lbfast": ["*.pyx", "*.pxd", "*.pyi"], "lbfast.l7": ["*.pyx", "*.pxd", "*.pyi"],
+                  "control.status": ["static/*"]},
     ext_modules=cythonize(extensions, language_level=3),
     python_requires=">=3.11",
     install_requires=[

@@ -313,6 +313,16 @@ def stats(socket_path, as_json):
     print_table(rows, ["backend", "key", "up", "active", "total", "bytes_in", "bytes_out", "failed"])
 
 
+@cli.command()
+@socket_option
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.2), help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one view and exit (also when not on a terminal).")
+def top(socket_path, interval, once):
+    """The live status view in the terminal: frontends, backends, servers and why (like /status)."""
+    from control import top as view
+    view.run(lambda: daemon_request(socket_path, "view"), interval, once)
+
+
 # -- object commands ------------------------------------------------------------------
 LB_COLUMNS = ["id", "name", "vip", "frontends", "backends", "throttle"]
 

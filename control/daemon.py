@@ -14,6 +14,7 @@ from control import config as configfile
 from control import runtime
 from control.ha import HaManager
 from control.health import HealthMonitor
+from control.status import StatusView
 from control.sync import backend_specs, frontend_specs
 from lbfast.enums import DataplaneMode, Health, OnMarkedDown, Protocol, ProxyProtocol
 from lbfast.l4proxy import L4Proxy
@@ -52,6 +53,7 @@ class Daemon:
         self.ha = HaManager(self)            # keepalived / BIRD for config.ha
         self.health = HealthMonitor(self._health_changed)
         self.backends = {}                   # backend id -> BackendSpec of the running config
+        self.view = StatusView(self)         # /status, /status.json and `lbfast top`
         self.l4.on_connect_failure = self._passive_failure
         self.l7.on_passive_failure = self._passive_failure
 
@@ -263,6 +265,8 @@ class Daemon:
             return {"ok": True, "result": self.status()}
         if cmd == "stats":
             return {"ok": True, "result": self.dataplane_stats()}
+        if cmd == "view":                   # lbfast top
+            return {"ok": True, "result": self.view.document()}
         if cmd == "ha-check":               # keepalived's track script
             ok, reason = self.ha.check()
             return {"ok": ok, "result": reason} if ok else {"ok": False, "error": reason}

@@ -15,6 +15,7 @@ from control.api import linode, metrics, openapi, scaleway
 from control.api.errors import ApiError
 from control.api.observed import TrafficHistory
 from control.api.routes import Param, Route
+from control.api.status_page import StatusPage, owns
 from control.edit import NotFound
 
 log = logging.getLogger("lbfast.api")
@@ -92,6 +93,7 @@ class ApiServer:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/openapi.json", self.openapi)
+        StatusPage(self).add_routes(app)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
@@ -110,7 +112,7 @@ class ApiServer:
     # -- middlewares ----------------------------------------------------------------------
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token and request.path not in PUBLIC:
+        if self.token and request.path not in PUBLIC and not owns(request.path):   # /status checks its own
             dialect = dialect_of(request.path)
             given = []
             auth = request.headers.get("Authorization", "")
