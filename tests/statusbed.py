@@ -18,7 +18,7 @@ class StatusBed:
         b = self.backends
         self.api_port, self.tcp_port, self.http_port = free_port(), free_port(), free_port()
         self.vip = "127.0.0.1"
-        fast_check = {"interval_ms": 300, "timeout_ms": 500, "attempts": 1, "rise": 1}
+        fast_check = {"interval_ms": 300, "timeout_ms": 2000, "attempts": 1, "rise": 1}
         config = {
             "api": {"listen": f"127.0.0.1:{self.api_port}", "token": TOKEN},
             "dataplane": {"mode": "userspace", "workers": 1},
@@ -37,15 +37,25 @@ class StatusBed:
                                        "mode": "drain"}]}],
                      "frontends": [{"name": "tcp-in", "port": self.tcp_port, "backend": "db"},
                                    {"name": "http-in", "port": self.http_port, "backend": "web"}]}]}
-        self.daemon = Daemon(tmp, config)
-        self.base = f"http://127.0.0.1:{self.api_port}"
-        wait_for(self._ready, timeout=20, what="every server checked UP")
-        self.down_key = f"127.0.0.1:{b.http['b']}"
-        self.backends.stop("b")                 # a real server process goes away
-        wait_for(lambda: self.server("web", self.down_key)["state"] == "down", what="web-b DOWN")
         self.stop_traffic = threading.Event()
         self.traffic = threading.Thread(target=self._traffic, daemon=True)
+        self.daemon = Daemon(tmp, config)
+        self.base = f"http://127.0.0.1:{self.api_port}"
+        self._wait(self._ready, "every server checked UP")
+        self.down_key = f"127.0.0.1:{b.http['b']}"
+        self.backends.stop("b")                 # a real server process goes away
+        self._wait(lambda: self.server("web", self.down_key)["state"] == "down", "web-b DOWN")
         self.traffic.start()
+
+    def _wait(self, condition, what: str) -> None:
+        try:
+            wait_for(condition, timeout=30, what=what)
+        except TimeoutError:
+            states = {s["key"]: (s["state"], s["last_reason"]) for lb in self.view()["lbs"]
+                      for b in lb["backends"] for s in b["servers"]}
+            log = self.daemon.logtext()[-3000:]
+            self.close()
+            raise TimeoutError(f"timed out waiting for {what}: {states}\n{log}") from None
 
     def view(self) -> dict:
         return requests.get(self.base + "/status.json", auth=("", TOKEN), timeout=5).json()
@@ -81,6 +91,7 @@ class StatusBed:
 
     def close(self) -> None:
         self.stop_traffic.set()
-        self.traffic.join(5)
+        if self.traffic.is_alive():
+            self.traffic.join(5)
         self.daemon.close()
         self.backends.close()

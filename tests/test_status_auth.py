@@ -43,6 +43,8 @@ def test_nothing_without_the_token(srv):
     # a token in the URL is never taken
     for query in (f"?token={TOKEN}", f"?api_token={TOKEN}", f"?access_token={TOKEN}"):
         assert requests.get(base + "/status.json" + query, timeout=5).status_code == 401
+    # refused looks took no sample: the first allowed look is the first sample
+    assert len(requests.get(base + "/status.json", headers=basic("", TOKEN), timeout=5).json()["history"]["t"]) == 1
 
 
 def test_basic_auth_and_the_page_it_gets(srv):
