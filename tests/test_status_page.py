@@ -61,6 +61,10 @@ def test_status_page_in_chromium(bed, tmp_path):
 async def look_at_the_page(bed, tmp_path):
     async with Browser() as browser:
         page = await browser.page()
+        # record what the Content-Security-Policy blocks (scripts the DevTools protocol adds are exempt)
+        await page.send("Page.addScriptToEvaluateOnNewDocument", source=(
+            "window.blocked = []; document.addEventListener('securitypolicyviolation',"
+            " e => blocked.push(e.violatedDirective));"))
         await page.goto(bed.base + "/status")
         # not logged in: the login form, which says nothing of the token
         assert await page.evaluate("document.querySelector('form[action=\"/status/login\"]') !== null")
@@ -113,5 +117,11 @@ async def look_at_the_page(bed, tmp_path):
         for box in json.loads(boxes):
             assert box["width"] > 100 and box["height"] > 30, box
             assert chart_variance(png, box) > 100, box          # not a blank area
+        # the page itself needed nothing the policy forbids, and the policy forbids inline script
+        assert await page.evaluate("blocked") == []
+        await page.evaluate("const s = document.createElement('script'); s.textContent = 'window.inlineRan = 1';"
+                            " document.body.append(s)")
+        await page.wait_for("blocked.length > 0", what="the CSP to block an inline script")
+        assert await page.evaluate("window.inlineRan === undefined && blocked[0].startsWith('script-src')")
         if os.environ.get("LBFAST_STATUS_SCREENSHOT"):
             shutil.copy(png, os.environ["LBFAST_STATUS_SCREENSHOT"])
