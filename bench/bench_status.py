@@ -9,6 +9,7 @@ import asyncio
 import orjson
 import pytest
 
+from control import config as configfile
 from control.daemon import Daemon
 
 LBS, FRONTENDS, SERVERS = 100, 2, 10
@@ -32,7 +33,6 @@ def daemon(tmp_path_factory):
     path.write_bytes(orjson.dumps(config_doc()))
     loop = asyncio.new_event_loop()
     d = Daemon(str(path), socket_path=str(path.parent / "sock"), pidfile=str(path.parent / "pid"))
-    from control import config as configfile
     loop.run_until_complete(d.apply(configfile.load(str(path))))
     yield d
     loop.run_until_complete(d.l4.close())

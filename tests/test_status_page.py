@@ -3,6 +3,7 @@ with the form, see every load balancer, frontend, backend and server, the stoppe
 DOWN with its check's reason, counters moving under real traffic, and charts drawn.
 With LBFAST_STATUS_SCREENSHOT=path the screenshot is also written there (the README's)."""
 import asyncio
+import json
 import os
 import shutil
 
@@ -36,7 +37,6 @@ def bed(tmp_path_factory):
 
 
 async def rows(page) -> dict:
-    import json
     return json.loads(await page.evaluate(ROWS))
 
 
@@ -112,7 +112,6 @@ async def look_at_the_page(bed, tmp_path):
         boxes = await page.evaluate("""JSON.stringify(['rate-charts', 'health-charts'].map(id => {
             const r = document.getElementById(id).getBoundingClientRect();
             return {x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}; }))""")
-        import json
         png = await page.screenshot(tmp_path / "status.png")
         for box in json.loads(boxes):
             assert box["width"] > 100 and box["height"] > 30, box
