@@ -236,8 +236,17 @@ class Daemon:
         log.info("data plane: %s", self.dataplane_reason)
 
     async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (returns) or a failure (raises DaemonFailed)."""
         self.loop = asyncio.get_running_loop()
-        threading.excepthook = self._thread_died
+        hook, threading.excepthook = threading.excepthook, self._thread_died
+        try:
+            await self._run()
+        finally:
+            threading.excepthook = hook
+        if self.failure:
+            raise DaemonFailed(self.failure)
+
+    async def _run(self) -> None:
         config = configfile.load(self.config_path)
         await self.in_xdp_thread(self._start_xdp, config)
         try:
@@ -284,8 +293,6 @@ class Daemon:
                 await self.in_xdp_thread(self.xdp.close)
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)
-        if self.failure:
-            raise DaemonFailed(self.failure)
 
     # -- control socket -------------------------------------------------------------
     async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

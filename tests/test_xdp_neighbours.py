@@ -243,7 +243,6 @@ def test_the_daemon_stops_with_the_reason_when_the_watcher_dies(lb, tmp_path, ca
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
-    hook = threading.excepthook
     killer = threading.Thread(target=kill_the_watchers_socket)
     try:
         killer.start()
@@ -256,7 +255,6 @@ def test_the_daemon_stops_with_the_reason_when_the_watcher_dies(lb, tmp_path, ca
         assert f"stopping on a failure: {reason}" in caplog.text
         assert not (tmp_path / "pid").exists()
     finally:
-        threading.excepthook = hook
         killer.join(10)
         os.close(null)
         remove_pins(pin_dir + "-d")

@@ -42,6 +42,7 @@ RTMSG = struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table, 
 NDMSG = struct.Struct("=BxxxiHBB")      # family, ifindex, state, flags, type
 NLATTR = struct.Struct("=HH")           # len, type
 TIMEOUT_S = 5.0
+RECV_BYTES = 1 << 18          # a link's message with all its attributes fits
 
 
 class NetlinkError(OSError):
@@ -133,7 +134,7 @@ class Rtnetlink:
             self.sock.sendto(msg + body, (0, 0))
             replies = []
             while True:
-                data = self.sock.recv(65536)
+                data = self.sock.recv(RECV_BYTES)
                 at = 0
                 while at + NLMSGHDR.size <= len(data):
                     length, mtype, mflags, mseq, _ = NLMSGHDR.unpack_from(data, at)
