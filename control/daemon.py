@@ -205,8 +205,8 @@ class Daemon:
                 log.exception("recounting XDP connections failed")
 
     async def in_xdp_thread(self, fn, *args):
-        """pyroute2's netlink calls cannot run inside a running event loop: XDP set-up,
-        apply and close run in one worker thread (map writes need not)."""
+        """XDP set-up (the compile), apply and close block on the kernel (netlink, bpf):
+        they run in one worker thread, not in the event loop."""
         if self.xdp_thread is None:
             self.xdp_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xdp")
         return await asyncio.get_running_loop().run_in_executor(self.xdp_thread, fn, *args)
