@@ -67,11 +67,14 @@ def config(tb: Testbed, pin_dir: str) -> dict:
 @pytest.fixture(scope="module")
 def lb(tmp_path_factory):
     """A testbed without static neighbours, the VIPs also local on the LB (so the
-    packets the kernel forwards for XDP carry a local source both ways), and the
-    daemon forwarding VIP:9000 (v4 and v6) to the backends' TCP echo servers."""
+    packets the kernel forwards for XDP carry a local source both ways), loose rp_filter
+    as systemd sets it on most hosts, and the daemon forwarding VIP:9000 (v4 and v6) to
+    the backends' TCP echo servers."""
     with Testbed(backends=2, static_neigh=False) as tb:
         tb.start_backend_servers(kinds=("tcp_echo",))
         tb.add_vip_local()
+        tb.lb.sysctls({f"net.ipv4.conf.{name}.rp_filter": 2
+                       for name in ("all", tb.lb_client_if, *tb.lb_backend_ifs)})
         for host in (tb.client, *tb.backends):
             gro_on(host, host.ifname)
             ethtool_offload_off(host, host.ifname)
