@@ -209,12 +209,12 @@
 #define REASON_DROP_FRAG_NEEDED 12  /* rewritten packet exceeds the egress MTU and may be
                                      * fragmented (IPv4 without DF): XDP cannot fragment */
 #endif
-/* Next hop not resolved (XDP cannot ask for ARP/ND, and handing the rewritten packet to
- * the kernel does not work: its source is an LB address, a martian on input). The hop
- * goes into neigh_wanted; the dataplane has the kernel resolve it, and the sender's
- * retransmission goes through. Servers' next hops are resolved ahead, on apply. */
-#ifndef REASON_DROP_NO_NEIGH
-#define REASON_DROP_NO_NEIGH 13
+/* Next hop not resolved (XDP cannot ask for ARP/ND): the rewritten packet goes to the
+ * kernel, which forwards it and resolves the hop on the way (its source is an LB
+ * address: the dataplane sets accept_local on its interfaces so that it is not a
+ * martian). The hop also goes into neigh_wanted for the dataplane to resolve. */
+#ifndef REASON_PASS_NO_NEIGH
+#define REASON_PASS_NO_NEIGH 13
 #endif
 #ifndef REASON_TX_RESET
 #define REASON_TX_RESET 14          /* flow purged by the control plane: answered with RST

@@ -1,8 +1,9 @@
 /* Where a rewritten packet goes: the kernel's FIB gives the egress device and both MAC
  * addresses, cached in the conntrack entry; then a redirect (or XDP_TX, see
- * TX_ON_SAME_DEVICE). XDP never resolves neighbours: an unresolved next hop is noted in
- * neigh_wanted for the dataplane to resolve, and the packet is dropped (nothing is
- * cached, so the sender's retransmission asks the FIB again). */
+ * TX_ON_SAME_DEVICE). XDP never resolves neighbours: a packet whose next hop is unresolved
+ * is passed, rewritten, to the kernel, which forwards it and resolves the hop itself; the
+ * hop is also noted in neigh_wanted for the dataplane. Nothing is cached, so the flow's
+ * next packet asks the FIB again. */
 #ifndef LBFAST_NEXT_HOP_H
 #define LBFAST_NEXT_HOP_H
 
@@ -26,7 +27,7 @@ static __always_inline __u32 l3_len_after(const struct packet *pkt, const struct
 
 /* FIB lookup for nat's tuple into nh, with the route's MTU (no tot_len is given, so the
  * FIB checks no size: the program compares every packet with the cached MTU, see
- * too_big.h). Returns REASON_NONE or why the packet cannot be sent (drop_no_neigh,
+ * too_big.h). Returns REASON_NONE or why the packet cannot be sent (pass_no_neigh,
  * drop_fib). */
 static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct packet *pkt,
                                             const struct flow_nat *nat, struct next_hop *nh)
@@ -56,7 +57,7 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct pac
             __builtin_memcpy(&hop.addr, fib.ipv6_dst, 16);
         __u64 now = bpf_jiffies64();
         neigh_wanted.update(&hop, &now);
-        return REASON_DROP_NO_NEIGH;
+        return REASON_PASS_NO_NEIGH;
     }
     if (rc != BPF_FIB_LKUP_RET_SUCCESS)
         return REASON_DROP_FIB;
@@ -95,10 +96,12 @@ static __always_inline int send_out(struct xdp_md *ctx, __u32 ifindex)
     return bpf_redirect(ifindex, 0);
 }
 
-/* The verdict for a rewritten packet that resolve_next_hop could not place. */
+/* The verdict for a rewritten packet that resolve_next_hop could not place: the kernel
+ * routes a packet whose next hop is unresolved (and queues it until the neighbour
+ * answers); one the FIB cannot route is dropped. */
 static __always_inline int unsent_verdict(int reason)
 {
-    return verdict(XDP_DROP, reason);
+    return verdict(reason == REASON_PASS_NO_NEIGH ? XDP_PASS : XDP_DROP, reason);
 }
 
 /* next_hop starts with dmac, smac: the first 12 bytes of the Ethernet header, copied as

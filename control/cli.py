@@ -201,6 +201,8 @@ def run(config_path, socket_path, pidfile, log_level, grace):
     from control import daemon
     try:
         daemon.run(config_path, socket_path, pidfile, grace)
+    except daemon.DaemonFailed as e:
+        fail(f"lbfast stopped: {e}")
     except configfile.ConfigError as e:
         fail(f"{config_path}:\n{e}", 2)
     except OSError as e:

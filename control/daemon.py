@@ -1,10 +1,15 @@
 """The lbfast daemon: loads the config, applies it to the data planes, reloads on SIGHUP
-(one writer at a time), stops on SIGTERM, and answers the CLI on a control socket."""
+(one writer at a time), stops on SIGTERM, and answers the CLI on a control socket.
+
+SIGTERM and SIGINT stop it with status 0; any other stop (a background task or thread
+that dies, a data plane that fails for good) is logged with its cause and ends with
+status 1, so that a supervisor (systemd's Restart=on-failure) starts it again."""
 import asyncio
 import concurrent.futures
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +26,10 @@ from lbfast.l4proxy import L4Proxy
 from lbfast.l7 import L7Dataplane
 
 log = logging.getLogger("lbfast.daemon")
+
+
+class DaemonFailed(RuntimeError):
+    """The daemon stopped for a reason other than SIGTERM/SIGINT."""
 
 
 def xdp_handles(spec) -> bool:
@@ -40,6 +49,8 @@ class Daemon:
         self.l7 = L7Dataplane()              # workers start with the first http/https frontend
         self.lock = asyncio.Lock()           # one writer: SIGHUP, API and CLI changes queue here
         self.stopping = asyncio.Event()
+        self.failure = ""                    # why the daemon stops, when not on a signal
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.started_at = time.time()
         self.reloads = 0
         self.reload_failures = 0
@@ -152,6 +163,38 @@ class Daemon:
             log.info("reloaded %s: %d load balancers", self.config_path, len(new.lbs))
             return True, "reloaded"
 
+    # -- failures -------------------------------------------------------------------
+    def fail(self, reason: str) -> None:
+        """Stop the daemon because something it needs has stopped working (exit status 1)."""
+        log.error("stopping on a failure: %s", reason)
+        if not self.failure:
+            self.failure = reason
+        self.stopping.set()
+
+    def fail_from_thread(self, reason: str) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.fail, reason)
+
+    def _thread_died(self, args) -> None:
+        """threading.excepthook: no thread of the daemon may end on an exception unseen."""
+        log.error("thread %s died", args.thread.name if args.thread else "?",
+                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        self.fail_from_thread(f"thread {args.thread.name if args.thread else '?'} died: "
+                              f"{args.exc_value!r}")
+
+    def watch(self, task: asyncio.Future, what: str) -> asyncio.Future:
+        """A background task that must run as long as the daemon: its end stops the daemon."""
+        def ended(t: asyncio.Future) -> None:
+            if self.stopping.is_set():
+                return
+            error = None if t.cancelled() else t.exception()
+            if error is not None:
+                log.error("%s died", what, exc_info=error)
+            self.fail(f"{what} ended: {error!r}" if error is not None else
+                      f"{what} ended ({'cancelled' if t.cancelled() else 'returned'})")
+        task.add_done_callback(ended)
+        return task
+
     # -- run ------------------------------------------------------------------------
     async def _recount_xdp_connections(self, every_s: float = 30.0) -> None:
         """The program's open-connection counts miss flows the LRU evicted unseen;
@@ -164,8 +207,8 @@ class Daemon:
                 log.exception("recounting XDP connections failed")
 
     async def in_xdp_thread(self, fn, *args):
-        """pyroute2's netlink calls cannot run inside a running event loop: XDP set-up,
-        apply and close run in one worker thread (map writes need not)."""
+        """XDP set-up (the compile), apply and close block on the kernel (netlink, bpf):
+        they run in one worker thread, not in the event loop."""
         if self.xdp_thread is None:
             self.xdp_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xdp")
         return await asyncio.get_running_loop().run_in_executor(self.xdp_thread, fn, *args)
@@ -183,7 +226,7 @@ class Daemon:
             from lbfast.xdp import XdpDataplane
             try:
                 self.xdp = XdpDataplane(dp.interfaces, dp.xdp_mode, dp.snat_addresses or None,
-                                        pin_dir=dp.pin_dir)
+                                        pin_dir=dp.pin_dir, on_failure=self.fail_from_thread)
             except Exception as e:          # compile or attach failed
                 ok, why = False, f"XDP failed to start: {e}"
         if ok:
@@ -195,6 +238,17 @@ class Daemon:
         log.info("data plane: %s", self.dataplane_reason)
 
     async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (returns) or a failure (raises DaemonFailed)."""
+        self.loop = asyncio.get_running_loop()
+        hook, threading.excepthook = threading.excepthook, self._thread_died
+        try:
+            await self._run()
+        finally:
+            threading.excepthook = hook
+        if self.failure:
+            raise DaemonFailed(self.failure)
+
+    async def _run(self) -> None:
         config = configfile.load(self.config_path)
         await self.in_xdp_thread(self._start_xdp, config)
         try:
@@ -220,7 +274,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         if self.xdp is not None:
-            recount = asyncio.ensure_future(self._recount_xdp_connections())
+            recount = self.watch(asyncio.ensure_future(self._recount_xdp_connections()),
+                                 "the XDP connection recount")
         log.info("lbfast running: %d frontends, data plane %s, control socket %s",
                  len(self.l4.frontends), self.dataplane_reason, self.socket_path)
         try:
@@ -341,8 +396,19 @@ class Daemon:
                 "last_error": self.last_error, "ha": self.ha.status(), "frontends": frontends}
 
 
+def _forget_signals_in_child() -> None:
+    """A process forked from the daemon (not exec'd) must not reach the daemon's signal
+    handling: its handlers would write into the wakeup socket the two share, and the
+    daemon would act on the child's SIGTERM."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def run(config_path: str, socket_path: str | None = None, pidfile: str | None = None,
         grace_s: float = 10.0) -> None:
+    """Raises DaemonFailed when the daemon stopped for a reason other than a signal."""
     import uvloop
+    os.register_at_fork(after_in_child=_forget_signals_in_child)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(Daemon(config_path, socket_path, pidfile, grace_s).run())

@@ -14,7 +14,8 @@ Addressing (fixed, so tests and benchmarks can hard-code it):
 The LB namespace forwards (global and per-interface ``forwarding=1``: XDP's
 ``bpf_fib_lookup`` needs the per-interface one), has ``rp_filter`` off, and every
 namespace has ``lo`` up.  Neighbour entries between the LB and its peers are installed as
-permanent by default (``static_neigh=True``) because XDP never triggers ARP/ND.
+permanent by default (``static_neigh=True``: no ARP/ND in the way of what a test measures);
+``static_neigh=False`` leaves them to be learnt, as in real networks.
 
 Processes started through :meth:`Host.popen` / :meth:`Host.python` are tracked and
 terminated (then killed) by :meth:`Testbed.close`, which also kills anything else still

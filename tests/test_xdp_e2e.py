@@ -715,17 +715,15 @@ def test_configured_snat_addresses_are_taken_in_turn():
 
 
 def test_a_foreign_xdp_program_is_refused_not_replaced():
-    from pyroute2 import NetNS
-
     from lbfast.xdp import XdpDataplane, XdpError, loader
     from lbfast.xdp.probe import load_pass_program
+    from lbfast.xdp.rtnetlink import Rtnetlink
 
     with Testbed(backends=0) as tb:
         fd = load_pass_program()                 # an XDP program that is not lbfast's
         try:
-            with NetNS(tb.lb.name) as ns:
-                loader.set_xdp(ns, ns.link_lookup(ifname=tb.lb_client_if)[0], fd,
-                               loader.XDP_FLAGS_SKB_MODE)
+            with tb.lb.in_ns(Rtnetlink) as rtnl:
+                rtnl.set_xdp(rtnl.link(tb.lb_client_if).index, fd, loader.XDP_FLAGS_SKB_MODE)
             with pytest.raises(XdpError, match="another XDP program"):
                 tb.lb.in_ns(lambda: XdpDataplane([tb.lb_client_if],
                                                  pin_dir=f"/sys/fs/bpf/lbfast-foreign-{os.getpid()}"))
@@ -781,10 +779,9 @@ def test_probe_answers_for_the_daemon_auto_mode():
 
 def attached_programs(tb: Testbed, ifname: str) -> list[str]:
     """Names of the XDP programs on an LB interface (native and generic)."""
-    from pyroute2 import NetNS
-
     from lbfast.xdp import loader
+    from lbfast.xdp.rtnetlink import Rtnetlink
 
-    with NetNS(tb.lb.name) as ns:
-        state = loader.xdp_state(ns, ns.link_lookup(ifname=ifname)[0])
+    with tb.lb.in_ns(Rtnetlink) as rtnl:
+        state = loader.xdp_state(rtnl, ifname)
     return [loader.prog_name(i) for i in (state.drv_prog, state.skb_prog) if i]

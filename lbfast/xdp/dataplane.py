@@ -7,10 +7,11 @@ apply() diffs the specs against what the maps hold and writes only what changed
 one index, so no packet sees half a table. State is recovered from the pinned maps on
 start, so a restarted daemon continues the flows and slots of the previous one.
 The dataplane works in the network namespace it was created in (its netlink and raw
-sockets stay there), whichever thread calls it later."""
+sockets stay there), whichever thread calls it later. It starts no process: a helper
+forked from a daemon inherits its signal handling (pyroute2's NetNS did that)."""
 import logging
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 from lbfast.enums import XdpMode
 from lbfast.spec import FrontendSpec
@@ -19,9 +20,9 @@ from lbfast.xdp.bpfmap import possible_cpus
 from lbfast.xdp.consts import Constants
 from lbfast.xdp.neighbours import NeighbourWatcher
 from lbfast.xdp.probe import probe
-from lbfast.xdp.netns import NamespaceHandle
 from lbfast.xdp.purge import Challenger, purge_server_flows
 from lbfast.xdp.records import ServerKey
+from lbfast.xdp.rtnetlink import Rtnetlink
 from lbfast.xdp.snat import SnatResolver
 from lbfast.xdp.sync import MapSync
 
@@ -35,26 +36,26 @@ class XdpDataplane:
     def __init__(self, interfaces: list[str], xdp_mode: XdpMode = XdpMode.NATIVE,
                  snat_addresses: list[str] | None = None, pin_dir: str = DEFAULT_PIN_DIR,
                  *, constants: dict[str, int] | None = None,
-                 build_flags: Sequence[str] = ()) -> None:
+                 build_flags: Sequence[str] = (),
+                 on_failure: Callable[[str], None] | None = None) -> None:
         """`constants` overrides bpf/consts.h values for this build (tests use small
         maps); `build_flags` selects a build variant (the bench's). With no interfaces
-        the program is loaded but attached nowhere."""
+        the program is loaded but attached nowhere. `on_failure(reason)` is called (from
+        another thread) when a part of the dataplane stops working for good; by default
+        it is logged."""
         self.interfaces = list(interfaces)
         self.xdp_mode = XdpMode(xdp_mode)
         self.attached: dict[str, XdpMode] = {}
         self._lock = threading.RLock()
         self._closed = False
-        # netlink sockets of the caller's namespace (pyroute2's IPRoute follows whichever
-        # thread uses it; a NetNS on a handle of this namespace stays in it)
-        self._netns = NamespaceHandle()
-        self._ipr = self._netns.netlink()
-        self._neigh_ipr = self._netns.netlink()     # the watcher thread's own
+        self.on_failure = on_failure or (lambda reason: log.error("%s", reason))
+        self._rtnl = Rtnetlink()        # opened here: stays in the caller's namespace
         self._neighbours: NeighbourWatcher | None = None
         self._challenger: Challenger | None = None
         self.program: loader.Program | None = None
         try:
             for ifname in self.interfaces:             # fail before the long compile
-                loader.check_attachable(self._ipr, ifname)
+                loader.check_attachable(self._rtnl, ifname)
             self.consts = Constants({"PIN_DIR": pin_dir, "NR_CPUS_POSSIBLE": possible_cpus(),
                                      **(constants or {})})
             sysctls.enable_forwarding(self.interfaces)
@@ -63,11 +64,11 @@ class XdpDataplane:
             self.program = loader.load(self.consts, list(build_flags))
             self.maps = self.program.maps
             self._sync = MapSync(self.maps, self.consts,
-                                 SnatResolver(self._ipr, snat_addresses), self._ipr)
-            self._neighbours = NeighbourWatcher(self._neigh_ipr, self.maps["neigh_wanted"])
+                                 SnatResolver(self._rtnl, snat_addresses), self._rtnl)
+            self._neighbours = NeighbourWatcher(self.maps["neigh_wanted"], self._report_failure)
             self._challenger = Challenger()
             for ifname in self.interfaces:
-                self.attached[ifname] = loader.attach(self._ipr, ifname, self.program.fd,
+                self.attached[ifname] = loader.attach(self._rtnl, ifname, self.program.fd,
                                                       self.xdp_mode)
         except BaseException:
             self.close()
@@ -122,6 +123,14 @@ class XdpDataplane:
             stats.recount_active(self._sync)
 
     # ------------------------------------------------------------------ lifecycle
+    @property
+    def neighbours(self) -> NeighbourWatcher | None:
+        return self._neighbours
+
+    def _report_failure(self, reason: str) -> None:
+        if not self._closed:
+            self.on_failure(reason)
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("XdpDataplane is closed")
@@ -136,19 +145,17 @@ class XdpDataplane:
             if detach:
                 for ifname in list(self.attached):
                     try:
-                        loader.detach(self._ipr, ifname)
+                        loader.detach(self._rtnl, ifname)
                     except Exception as e:  # keep closing the rest
                         log.warning("detaching XDP from %s failed: %s", ifname, e)
                 self.attached.clear()
             if self._neighbours is not None:
                 self._neighbours.stop()
-            self._neigh_ipr.close()
             if self._challenger is not None:
                 self._challenger.close()
             if self.program is not None:
                 self.program.close()
-            self._ipr.close()
-            self._netns.close()
+            self._rtnl.close()
 
     def __enter__(self) -> "XdpDataplane":
         return self

@@ -14,14 +14,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from lbfast.enums import XdpMode
 from lbfast.xdp import syscall
 from lbfast.xdp.bpfmap import BpfMap
 from lbfast.xdp.consts import DEFAULTS, Constants
 from lbfast.xdp.maps import MAPS, MAP_BY_NAME
+from lbfast.xdp.rtnetlink import Link, NetlinkError, Rtnetlink
 from lbfast.xdp.source import amalgamate
 
 log = logging.getLogger("lbfast.xdp")
@@ -176,17 +174,9 @@ class XdpState:
     skb_prog: int = 0
 
 
-def xdp_state(ipr: IPRoute, ifindex: int) -> XdpState:
-    link = ipr.get_links(ifindex)[0]
-    xdp = link.get_attr("IFLA_XDP")
-    state = XdpState()
-    if xdp is None:
-        return state
-    mode = xdp.get_attr("IFLA_XDP_ATTACHED") or 0
-    single = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
-    state.drv_prog = xdp.get_attr("IFLA_XDP_DRV_PROG_ID") or (single if mode == 1 else 0)
-    state.skb_prog = xdp.get_attr("IFLA_XDP_SKB_PROG_ID") or (single if mode == 2 else 0)
-    return state
+def xdp_state(rtnl: Rtnetlink, ifname: str) -> XdpState:
+    link = link_of(rtnl, ifname)
+    return XdpState(link.drv_prog, link.skb_prog)
 
 
 def prog_name(prog_id: int) -> str:
@@ -197,27 +187,18 @@ def prog_name(prog_id: int) -> str:
         os.close(fd)
 
 
-def set_xdp(ipr: IPRoute, ifindex: int, fd: int, flags: int) -> None:
-    ipr.link("set", index=ifindex,
-             xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+def link_of(rtnl: Rtnetlink, ifname: str) -> Link:
+    try:
+        return rtnl.link(ifname)
+    except NetlinkError as e:
+        if e.errno == errno.ENODEV:
+            raise XdpError(f"no interface {ifname!r} in this network namespace") from None
+        raise
 
 
-def ifindex_of(ipr: IPRoute, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise XdpError(f"no interface {ifname!r} in this network namespace")
-    return found[0]
-
-
-def link_kind(ipr: IPRoute, ifindex: int) -> str | None:
-    """The link's kind ("veth", "vlan", ...), None for a plain device."""
-    info = ipr.get_links(ifindex)[0].get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND") if info else None
-
-
-def check_attachable(ipr: IPRoute, ifname: str) -> XdpState:
+def check_attachable(rtnl: Rtnetlink, ifname: str) -> XdpState:
     """The interface exists and runs no XDP program but ours."""
-    state = xdp_state(ipr, ifindex_of(ipr, ifname))
+    state = xdp_state(rtnl, ifname)
     for prog_id in (state.drv_prog, state.skb_prog):
         if prog_id and prog_name(prog_id) != PROG_NAME:
             raise XdpError(f"{ifname} runs another XDP program ({prog_name(prog_id)!r}, "
@@ -225,18 +206,18 @@ def check_attachable(ipr: IPRoute, ifname: str) -> XdpState:
     return state
 
 
-def attach(ipr: IPRoute, ifname: str, prog_fd: int, mode: XdpMode) -> XdpMode:
+def attach(rtnl: Rtnetlink, ifname: str, prog_fd: int, mode: XdpMode) -> XdpMode:
     """Attach (or atomically replace ours) on ifname; returns the mode it runs in."""
-    ifindex = ifindex_of(ipr, ifname)
-    state = check_attachable(ipr, ifname)
+    link = link_of(rtnl, ifname)
+    state = check_attachable(rtnl, ifname)
     # native and generic cannot coexist: clear the mode we are not about to replace
     if mode == XdpMode.NATIVE and state.skb_prog:
-        set_xdp(ipr, ifindex, -1, XDP_FLAGS_SKB_MODE)
+        rtnl.set_xdp(link.index, -1, XDP_FLAGS_SKB_MODE)
     if mode == XdpMode.GENERIC and state.drv_prog:
-        set_xdp(ipr, ifindex, -1, XDP_FLAGS_DRV_MODE)
+        rtnl.set_xdp(link.index, -1, XDP_FLAGS_DRV_MODE)
     try:
-        set_xdp(ipr, ifindex, prog_fd, MODE_FLAGS[mode])
-        if mode == XdpMode.NATIVE and link_kind(ipr, ifindex) == "veth":
+        rtnl.set_xdp(link.index, prog_fd, MODE_FLAGS[mode])
+        if mode == XdpMode.NATIVE and link.kind == "veth":
             log.warning("native XDP on veth %s: every cloned TCP segment is copied into a "
                         "page; xdp_mode generic is not, and is faster on veth for new "
                         "connections (make bench: 0.80x direct vs 0.72x)", ifname)
@@ -245,30 +226,28 @@ def attach(ipr: IPRoute, ifname: str, prog_fd: int, mode: XdpMode) -> XdpMode:
         if mode != XdpMode.NATIVE:
             raise XdpError(f"cannot attach XDP to {ifname}: {e}") from e
         log.warning("native XDP not available on %s (%s): falling back to generic (SKB) "
-                    "mode, which is slower on a NIC with an XDP driver", ifname,
-                    os.strerror(e.code))
+                    "mode, which is slower on a NIC with an XDP driver", ifname, e.strerror)
     if state.drv_prog:
-        set_xdp(ipr, ifindex, -1, XDP_FLAGS_DRV_MODE)
+        rtnl.set_xdp(link.index, -1, XDP_FLAGS_DRV_MODE)
     try:
-        set_xdp(ipr, ifindex, prog_fd, XDP_FLAGS_SKB_MODE)
+        rtnl.set_xdp(link.index, prog_fd, XDP_FLAGS_SKB_MODE)
     except NetlinkError as e:
         raise XdpError(f"cannot attach XDP to {ifname}: {e}") from e
     return XdpMode.GENERIC
 
 
-def detach(ipr: IPRoute, ifname: str) -> None:
+def detach(rtnl: Rtnetlink, ifname: str) -> None:
     """Remove our program in both modes (`ip link set dev X xdp off` only does native)."""
     try:
-        ifindex = ifindex_of(ipr, ifname)
+        link = link_of(rtnl, ifname)
     except XdpError:
         return
-    state = xdp_state(ipr, ifindex)
-    for prog_id, flags in ((state.drv_prog, XDP_FLAGS_DRV_MODE),
-                           (state.skb_prog, XDP_FLAGS_SKB_MODE)):
+    for prog_id, flags in ((link.drv_prog, XDP_FLAGS_DRV_MODE),
+                           (link.skb_prog, XDP_FLAGS_SKB_MODE)):
         if not prog_id or prog_name(prog_id) != PROG_NAME:
             continue
         try:
-            set_xdp(ipr, ifindex, -1, flags)
+            rtnl.set_xdp(link.index, -1, flags)
         except NetlinkError as e:
-            if e.code != errno.ENODEV:
+            if e.errno != errno.ENODEV:
                 raise

@@ -31,31 +31,27 @@ def probe(interfaces: list[str], xdp_mode: XdpMode = XdpMode.NATIVE) -> tuple[bo
         fd = load_pass_program()
     except OSError as e:
         return False, f"the kernel refuses XDP programs ({e.strerror})"
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
     from lbfast.xdp import loader
+    from lbfast.xdp.rtnetlink import NetlinkError, Rtnetlink
     notes = []
     try:
-        with IPRoute() as ipr:
+        with Rtnetlink() as rtnl:
             for ifname in interfaces:
                 try:
-                    ifindex = loader.ifindex_of(ipr, ifname)
+                    link = loader.link_of(rtnl, ifname)
                 except loader.XdpError as e:
                     return False, str(e)
-                state = loader.xdp_state(ipr, ifindex)
-                ids = [i for i in (state.drv_prog, state.skb_prog) if i]
+                ids = [i for i in (link.drv_prog, link.skb_prog) if i]
                 foreign = [i for i in ids if loader.prog_name(i) != loader.PROG_NAME]
                 if foreign:
                     return False, f"{ifname} runs another XDP program (id {foreign[0]})"
                 if ids or xdp_mode != XdpMode.NATIVE:
                     continue
                 try:
-                    loader.set_xdp(ipr, ifindex, fd, loader.XDP_FLAGS_DRV_MODE)
-                    loader.set_xdp(ipr, ifindex, -1, loader.XDP_FLAGS_DRV_MODE)
+                    rtnl.set_xdp(link.index, fd, loader.XDP_FLAGS_DRV_MODE)
+                    rtnl.set_xdp(link.index, -1, loader.XDP_FLAGS_DRV_MODE)
                 except NetlinkError as e:
-                    notes.append(f"{ifname}: no native XDP ({os.strerror(e.code)}), "
-                                 f"generic mode")
+                    notes.append(f"{ifname}: no native XDP ({e.strerror}), generic mode")
     finally:
         os.close(fd)
     how = f"XDP ({xdp_mode}) on {', '.join(interfaces)}"

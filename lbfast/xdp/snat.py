@@ -3,7 +3,7 @@ source of the route to the server, as the kernel would choose it; or the configu
 `snat_addresses` of the server's family, which the program takes in turn."""
 import ipaddress
 
-from pyroute2 import IPRoute
+from lbfast.xdp.rtnetlink import NetlinkError, Rtnetlink
 
 
 class SnatError(RuntimeError):
@@ -11,18 +11,17 @@ class SnatError(RuntimeError):
 
 
 class SnatResolver:
-    def __init__(self, ipr: IPRoute, snat_addresses: list[str] | None = None):
-        self._ipr = ipr
+    def __init__(self, rtnl: Rtnetlink, snat_addresses: list[str] | None = None):
+        self._rtnl = rtnl
         self._configured = [ipaddress.ip_address(a) for a in (snat_addresses or [])]
 
     def route(self, server_ip: str) -> tuple[str, int]:
         """(preferred source address, egress ifindex) of the route to server_ip."""
         try:
-            msgs = self._ipr.route("get", dst=server_ip)
-        except Exception as e:  # NetlinkError: no route
+            route = self._rtnl.route(server_ip)
+        except NetlinkError as e:
             raise SnatError(f"no route to server {server_ip}: {e}") from e
-        msg = msgs[0]
-        return msg.get_attr("RTA_PREFSRC"), msg.get_attr("RTA_OIF")
+        return route.prefsrc, route.oif
 
     def sources_for(self, server_ip: str, most: int) -> list[str]:
         """The configured addresses of the server's family (up to `most`; each brings a

@@ -8,14 +8,13 @@ then the one-word flip), then frontends; removals last, once nothing points at t
 import ctypes as ct
 import logging
 
-from pyroute2 import NetNS
-
 from lbfast.spec import BackendSpec, ServerSpec
 from lbfast.xdp import neighbours, records
 from lbfast.xdp import structs as st
 from lbfast.xdp.bpfmap import BpfMap
 from lbfast.xdp.consts import Constants
 from lbfast.xdp.records import Desired, FrontendKey, ServerKey
+from lbfast.xdp.rtnetlink import Rtnetlink
 from lbfast.xdp.selectors import SelectorContent, build_selector
 from lbfast.xdp.slots import Slots, SlotsExhausted
 from lbfast.xdp.snat import SnatResolver
@@ -37,11 +36,11 @@ def frontend_map_key(key: FrontendKey) -> st.FrontendKey:
 
 class MapSync:
     def __init__(self, maps: dict[str, BpfMap], consts: Constants, snat: SnatResolver,
-                 ipr: NetNS) -> None:
+                 rtnl: Rtnetlink) -> None:
         self.maps = maps
         self.consts = consts
         self._snat = snat
-        self._ipr = ipr
+        self._rtnl = rtnl
         self.fe_slot: dict[FrontendKey, int] = {}
         self.fe_value: dict[FrontendKey, st.Frontend] = {}
         self.be_slot: dict[int, int] = {}
@@ -135,9 +134,7 @@ class MapSync:
             slot = self._srv_slots.take()
             self.srv_slot[key] = slot
             self.maps["server_traffic"].zero(ct.c_uint32(slot))
-            hop = neighbours.next_hop(self._ipr, key[1])   # so its first SYN is not lost
-            if hop:
-                neighbours.resolve(self._ipr, *hop)
+            neighbours.resolve_route_to(self._rtnl, key[1])   # its first SYN goes straight out
         flags = self._flag("SERVER_F_IN_USE")
         if old is not None:
             flags |= old.flags & self._flag("SERVER_F_USABLE")
