@@ -29,6 +29,9 @@ def _ipv4(v: str) -> str:
     return v
 
 
+Ipv4Address = Annotated[UnscopedIpAddress, AfterValidator(_ipv4)]
+
+
 Port = int_range(1, 65535)
 Weight = int_range(1, 255)
 Throttle = int_range(0, 20)
@@ -179,7 +182,7 @@ class BgpNeighbor(Strict):
 
 class BgpSection(Strict):
     local_as: Asn | None = None
-    router_id: Annotated[UnscopedIpAddress, AfterValidator(_ipv4)] | None = None  # None: source towards neighbors[0]
+    router_id: Ipv4Address | None = None  # None: source towards neighbors[0]
     neighbors: list[BgpNeighbor] = Field(default_factory=list)
     hold_time_s: int_range(3, 65535) = 9      # keepalives every third of it
     connect_retry_s: int_range(1, 65535) = 5
@@ -197,9 +200,9 @@ class HaSection(Strict):
     # '@' would start a conditional line in keepalived.conf: not first
     auth_pass: pattern(r"(?!@)[A-Za-z0-9_.:+=@%/-]*", 0, 8, "letters, digits or _.:+=@%/- (not starting with @)",
                        secret=True) = ""
-    # keepalived takes no scope id on its unicast peers and source
-    peers: list[UnscopedIpAddress] = Field(default_factory=list)   # unicast peers; empty: multicast adverts
-    source_address: UnscopedIpAddress | None = None   # unicast source; None: the interface's address
+    # the VRRP instance is IPv4 (IPv6 VIPs ride along unadvertised): so are its peers
+    peers: list[Ipv4Address] = Field(default_factory=list)   # unicast peers; empty: multicast adverts
+    source_address: Ipv4Address | None = None   # unicast source; None: the interface's address
     preempt: StrictBool = True
     preempt_delay_ms: int_range(0, 1_000_000) = 0
     bgp: BgpSection = Field(default_factory=BgpSection, validate_default=True)

@@ -156,9 +156,13 @@ def test_hostile_strings_through_every_string_field(path, is_list, validators, v
     kept = Config.model_validate(doc).model_dump(mode="json", by_alias=True)
     expect = canonical(value, validators)
     got = take(kept, path)
-    assert (list(got) if is_list == "key" else got) == ([expect] if is_list else expect)
-    again = configfile.parse(configfile.dump(Config.model_validate(doc)))
-    assert take(again.model_dump(mode="json", by_alias=True), path) == got
+    again = take(configfile.parse(configfile.dump(Config.model_validate(doc))).model_dump(mode="json", by_alias=True),
+                 path)
+    if is_list == "key":                # finish() adds the kinds it counts
+        assert expect in got and expect in again
+        return
+    assert got == ([expect] if is_list else expect)
+    assert again == got
 
 
 # -- each finding of issue 12, refused by `lbfast check` with its field named ----------------

@@ -39,12 +39,15 @@ def render(ha: HaSection, router_id: str, announce: Iterable[str]) -> str:
     keepalive = max(1, bgp.hold_time_s // 3)
     for i, n in enumerate(bgp.neighbors):
         neighbor = address("bird.conf", f"ha.bgp.neighbors[{i}].address", n.address, scoped=True)
-        v6 = ":" in neighbor
+        # a link-local neighbour's interface goes apart: BIRD reads only a symbol after %
+        ip, _, scope = neighbor.partition("%")
+        v6 = ":" in ip
         out += [
             f"protocol bgp lbfast_n{i} {{",
             f"    description {bird_string('neighbor description', neighbor)};",
             f"    local as {int(bgp.local_as)};",
-            f"    neighbor {neighbor} as {int(n.as_)};",
+            f"    neighbor {ip} as {int(n.as_)};",
+            *([f"    interface {bird_string('neighbor interface', scope)};"] if scope else []),
             *([f"    multihop {int(n.multihop)};"] if n.multihop else []),
             f"    hold time {int(bgp.hold_time_s)};",
             f"    keepalive time {keepalive};",
