@@ -301,3 +301,22 @@ def test_linode_dialect_refuses_a_hostile_check_path_and_node(srv):
     r = api.linode("PUT", f"/v4/nodebalancers/{nb['id']}", {"tags": ["ok", "bad\ntag"]})
     assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["tags[1]"], r.text
     assert srv.file() == before
+
+
+def test_xdp_loader_refuses_a_pin_dir_that_a_link_leads_out_of_bpffs(tmp_path):
+    """The model cannot see symbolic links: the loader resolves the path before it removes
+    anything there."""
+    from lbfast.xdp.loader import XdpError, prepare_pin_dir
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("x")
+    link = f"{grammar.BPFFS}/lbfast-hardening-{os.getpid()}"
+    os.symlink(victim, link)
+    try:
+        with pytest.raises(XdpError, match="resolves to"):
+            prepare_pin_dir({"PIN_DIR": link})
+        with pytest.raises(XdpError, match="resolves to"):
+            prepare_pin_dir({"PIN_DIR": f"{link}/maps"})
+    finally:
+        os.unlink(link)
+    assert os.listdir(victim) == ["keep"]
