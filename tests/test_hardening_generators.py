@@ -251,3 +251,18 @@ def test_bird_parses_every_accepted_hostile_value(tmp_path):
             assert r.returncode == 0, (where, conf.read_text(), r.stderr)
             checked += 1
     assert checked >= 5
+
+
+def test_the_xdp_compiler_flags_refuse_a_string_that_could_end_its_literal():
+    """pin_dir is a C string constant of the XDP program (-DPIN_DIR="..."): the flag
+    generator holds even if a path got past the model."""
+    from lbfast.xdp.consts import Constants
+    assert '-DPIN_DIR="/sys/fs/bpf/lbfast"' in Constants({"PIN_DIR": "/sys/fs/bpf/lbfast"}).cflags()
+    for value in CORPUS:
+        try:
+            flags = Constants({"PIN_DIR": value}).cflags()
+        except ValueError as e:
+            assert "PIN_DIR" in str(e)
+            continue
+        flag = next(f for f in flags if f.startswith("-DPIN_DIR="))
+        assert re.fullmatch(r'-DPIN_DIR="[A-Za-z0-9_./@+-]*"', flag), flag
