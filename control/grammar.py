@@ -66,8 +66,8 @@ Uuid = pattern(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", 
                "a lowercase UUID")
 Ident = pattern(r"[A-Za-z0-9_.:@-]*", 0, 128, "an identifier (letters, digits, _.:@-)")
 Word = pattern(r"[A-Za-z0-9_.-]+", 1, 64, "a word (letters, digits, _.-)")
-InterfaceName = rule(lambda v: re.fullmatch(r"[A-Za-z0-9_.@-]*", v) is not None and v not in (".", ".."),
-                     0, 15, "an interface name (up to 15 of letters, digits, _.@-)")
+InterfaceName = rule(lambda v: re.fullmatch(r"[A-Za-z0-9_.-]*", v) is not None and v not in (".", ".."),
+                     0, 15, "an interface name (up to 15 of letters, digits, _.-)")
 # bearer tokens travel in HTTP headers: visible ASCII only
 ApiToken = pattern(r"[\x21-\x7e]+", 1, 4096, "a token of visible ASCII characters", secret=True)
 # PEM is ASCII armour: lines of printable ASCII

@@ -43,7 +43,9 @@ def keepalived_skeleton(text: str) -> list[tuple[int, str]]:
         opens = words[-1] == "{"
         for w in words[:-1] if opens else words:
             assert re.fullmatch(r"[A-Za-z0-9_.:/%+=@ -]+", w), (w, line)
-        out.append((depth, words[0]))
+        # address lists (peers, VIPs) hold a value as their first word
+        first = "<address>" if re.fullmatch(r"[0-9A-Fa-f:.]+(/[0-9]+)?", words[0]) else words[0]
+        out.append((depth, first))
         depth += opens
     assert depth == 0, text
     return out
@@ -67,8 +69,10 @@ def bird_skeleton(text: str) -> list[tuple[int, str]]:
                 out.append((depth, tokens[0]))
             tokens = []
             depth += tok == "{"
-        elif tok == "}":
-            assert not tokens, tokens
+        elif tok == "}":                # a list in braces ({ info, warning }) ends without ;
+            if tokens:
+                out.append((depth, tokens[0]))
+            tokens = []
             depth -= 1
             assert depth >= 0
         else:
@@ -88,7 +92,8 @@ def clean_ha(ha: HaSection) -> HaSection:
         "peers": [same_family(p, f"10.0.0.{i + 2}", f"fd00::{i + 2}") for i, p in enumerate(ha.peers)],
         "source_address": ha.source_address and same_family(ha.source_address, "10.0.0.1", "fd00::1"),
         "bgp": BgpSection.model_construct(**{**dict(ha.bgp), "router_id": "10.0.0.1", "neighbors": [
-            BgpNeighbor.model_construct(address=same_family(n.address, f"10.1.0.{i}", f"fd01::{i}"),
+            BgpNeighbor.model_construct(address=f"fe80::{i + 1}%eth0" if "%" in n.address
+                                        else same_family(n.address, f"10.1.0.{i + 1}", f"fd01::{i + 1}"),
                                         as_=n.as_, multihop=n.multihop)
             for i, n in enumerate(ha.bgp.neighbors)]})})
 
