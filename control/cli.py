@@ -47,8 +47,7 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def show(obj, as_json: bool) -> None:
-    doc = obj.model_dump(mode="json", exclude_none=True)
-    doc.pop("key_pem", None)
+    doc = configfile.redact(obj.model_dump(mode="json", exclude_none=True))
     if as_json:
         print_json(doc)
         return

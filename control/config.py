@@ -100,6 +100,20 @@ def dump(config: Config) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
 
 
+REDACTED = "<REDACTED>"         # what people and API clients see of a secret (Linode's word)
+SECRETS = frozenset({"key_pem", "token", "auth_pass"})
+
+
+def redact(node):
+    """A dumped config or object with every secret's value replaced by REDACTED: what any
+    output (CLI, API views) may show. Only the file and the data planes get the secrets."""
+    if isinstance(node, dict):
+        return {k: REDACTED if k in SECRETS and v else redact(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [redact(v) for v in node]
+    return node
+
+
 def save(config: Config, path: str | os.PathLike) -> None:
     """Temp file in the same directory, fsync, rename: a reader sees the old or the new
     file, never half of one."""

@@ -1,8 +1,6 @@
 """The lbfast object model: load balancers, frontends, backends, servers, certificates and
 health checks. Both API dialects, the CLI and the config file are views of these classes;
 every enum, range and default from the seed documents is declared here once."""
-import ipaddress
-import re
 import uuid as uuidlib
 from datetime import datetime, timezone
 from typing import Annotated
@@ -10,6 +8,9 @@ from typing import Annotated
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt,
                       ValidationInfo, field_validator)
 
+from control.grammar import (ApiToken, BpffsDir, CookieName, DnsName, HttpHost, HttpToken, HttpUri,
+                             Ident, InterfaceName, IpAddress, Listen, Network, Pem, ProtocolUser,
+                             ServerName, UnscopedIpAddress, Uuid, Word, free_text, object_kind, pattern, text)
 from lbfast.enums import (Algorithm, CheckType, CipherSuite, DataplaneMode, HaMode, OnMarkedDown,
                           Protocol, ProxyProtocol, ServerMode, Stickiness, XdpMode)
 
@@ -22,40 +23,13 @@ def int_range(lo: int, hi: int):
     return Annotated[StrictInt, AfterValidator(check)]
 
 
-def str_len(lo: int, hi: int):
-    def check(v: str) -> str:
-        if not lo <= len(v) <= hi:
-            raise ValueError(f"must be {lo}..{hi} characters")
-        return v
-    return Annotated[str, AfterValidator(check)]
-
-
-def _ip(v: str) -> str:
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
-
-
 def _ipv4(v: str) -> str:
     if ":" in v:
         raise ValueError(f"{v!r} is not an IPv4 address")
     return v
 
 
-def _network(v: str) -> str:
-    try:
-        return str(ipaddress.ip_network(v, strict=False))
-    except ValueError:
-        raise ValueError(f"{v!r} is not an address or CIDR") from None
-
-
-def _listen(v: str) -> str:
-    host, sep, port = v.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{v!r} is not HOST:PORT")
-    _ip(host.strip("[]"))
-    return v
+Ipv4Address = Annotated[UnscopedIpAddress, AfterValidator(_ipv4)]
 
 
 Port = int_range(1, 65535)
@@ -65,11 +39,9 @@ Millis = int_range(1, 86_400_000)       # 1 ms .. 1 day
 CheckTimeoutMs = int_range(1, 30_000)   # Linode check_timeout 1..30 s
 CheckIntervalMs = int_range(100, 3_600_000)
 Attempts = int_range(1, 30)             # Linode check_attempts 1..30
-IpAddress = Annotated[str, AfterValidator(_ip)]
-Network = Annotated[str, AfterValidator(_network)]
-Listen = Annotated[str, AfterValidator(_listen)]
-Name = str_len(1, 255)
-Label = str_len(0, 32)
+Name = text(1, 255)
+Label = text(0, 32)                     # Linode node labels: up to 32 characters
+Tag = text(1, 128)
 Id = int_range(1, 2**31 - 1)
 
 
@@ -85,7 +57,7 @@ class Identified(Strict):
     """Every object has a UUID (Scaleway view) and an integer id (Linode view); both are
     assigned by `control.config.assign_ids` when a config does not carry them."""
     id: Id | None = None
-    uuid: str | None = None
+    uuid: Uuid | None = None
 
 
 class HealthCheck(Strict):
@@ -95,14 +67,14 @@ class HealthCheck(Strict):
     timeout_ms: CheckTimeoutMs = 3_000
     attempts: Attempts = 3                    # failures before down (check_max_retries)
     rise: Attempts = 2                        # successes before up again
-    http_method: str_len(1, 16) = "GET"
-    http_uri: str_len(1, 2048) = "/"
+    http_method: HttpToken = "GET"
+    http_uri: HttpUri = "/"
     http_code: int_range(100, 599) | None = None
-    http_host: str = ""
-    http_body: str = ""                       # Linode check_body
-    sni: str = ""
+    http_host: HttpHost = ""
+    http_body: free_text(0, 1024) = ""        # Linode check_body
+    sni: ServerName = ""
     verify_tls: StrictBool = False
-    user: str = ""                            # mysql / pgsql
+    user: ProtocolUser = ""                   # mysql / pgsql / ldap
     send_proxy: StrictBool = False
     passive: StrictBool = False               # Linode check_passive
 
@@ -117,8 +89,8 @@ class Server(Identified):
 
 class Certificate(Identified):
     name: Name
-    chain_pem: str
-    key_pem: str
+    chain_pem: Pem
+    key_pem: Pem
     created_at: datetime | None = None
 
 
@@ -128,7 +100,7 @@ class Backend(Identified):
     forward_port: Port = 80
     algorithm: Algorithm = Algorithm.ROUNDROBIN
     stickiness: Stickiness = Stickiness.NONE
-    sticky_cookie_name: str_len(1, 64) = "lbfast"
+    sticky_cookie_name: CookieName = "lbfast"
     sticky_timeout_ms: Millis = 600_000
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
     timeout_server_ms: Millis = 300_000
@@ -156,13 +128,13 @@ class Frontend(Identified):
 
 class LoadBalancer(Identified):
     name: Name
-    description: str_len(0, 1024) = ""
-    tags: list[str] = Field(default_factory=list)
-    vip: IpAddress | None = None              # None: allocated from ip_pool
-    region: str_len(1, 64) = "local"
-    type: str_len(1, 64) = "LB-S"
-    organization_id: str = ""
-    project_id: str = ""
+    description: free_text(0, 1024) = ""
+    tags: list[Tag] = Field(default_factory=list)
+    vip: UnscopedIpAddress | None = None      # None: allocated from ip_pool
+    region: Word = "local"
+    type: Word = "LB-S"
+    organization_id: Ident = ""
+    project_id: Ident = ""
     client_conn_throttle: Throttle = 0
     backends: list[Backend] = Field(default_factory=list)
     frontends: list[Frontend] = Field(default_factory=list)
@@ -174,35 +146,27 @@ class LoadBalancer(Identified):
 class Ip(Identified):
     """An address for a load balancer's VIP (Scaleway's flexible IP). `lb` is the UUID of the
     load balancer using it; a detached IP keeps its address reserved until it is released."""
-    address: IpAddress
-    lb: str | None = None
-    reverse: str_len(0, 255) = ""
-    tags: list[str] = Field(default_factory=list)
-    organization_id: str = ""
-    project_id: str = ""
+    address: UnscopedIpAddress
+    lb: Uuid | None = None
+    reverse: DnsName = ""
+    tags: list[Tag] = Field(default_factory=list)
+    organization_id: Ident = ""
+    project_id: Ident = ""
     created_at: datetime | None = None
 
 
 class ApiSection(Strict):
     listen: Listen | None = None              # e.g. "127.0.0.1:8950"; None: no API
-    token: str | None = None                  # else $LBFAST_API_TOKEN
+    token: ApiToken | None = None             # else $LBFAST_API_TOKEN
 
 
 class DataplaneSection(Strict):
     mode: DataplaneMode = DataplaneMode.AUTO
-    interfaces: list[str] = Field(default_factory=list)
+    interfaces: list[InterfaceName] = Field(default_factory=list)
     xdp_mode: XdpMode = XdpMode.NATIVE
-    snat_addresses: list[IpAddress] = Field(default_factory=list)
+    snat_addresses: list[UnscopedIpAddress] = Field(default_factory=list)
     workers: int_range(0, 256) = 0            # L7 worker processes, 0: one per CPU
-    pin_dir: str_len(1, 255) = "/sys/fs/bpf/lbfast"   # pinned XDP maps: flows survive restarts
-
-
-def _token(pattern: str, what: str):
-    def check(v: str) -> str:
-        if not re.fullmatch(pattern, v):
-            raise ValueError(f"{v!r} is not {what}")
-        return v
-    return Annotated[str, AfterValidator(check)]
+    pin_dir: BpffsDir = "/sys/fs/bpf/lbfast"  # pinned XDP maps: flows survive restarts
 
 
 Asn = int_range(1, 2**32 - 1)
@@ -218,7 +182,7 @@ class BgpNeighbor(Strict):
 
 class BgpSection(Strict):
     local_as: Asn | None = None
-    router_id: Annotated[IpAddress, AfterValidator(_ipv4)] | None = None  # None: source towards neighbors[0]
+    router_id: Ipv4Address | None = None  # None: source towards neighbors[0]
     neighbors: list[BgpNeighbor] = Field(default_factory=list)
     hold_time_s: int_range(3, 65535) = 9      # keepalives every third of it
     connect_retry_s: int_range(1, 65535) = 5
@@ -228,14 +192,17 @@ class HaSection(Strict):
     """High availability: `vrrp` (keepalived moves every VIP between a master and its backups)
     or `bgp` (BIRD announces each VIP /32 to ECMP routers while this host can serve it)."""
     mode: HaMode = HaMode.NONE
-    interface: _token(r"[A-Za-z0-9_.:@-]{0,15}", "an interface name") = Field("", validate_default=True)
+    interface: InterfaceName = Field("", validate_default=True)
     virtual_router_id: int_range(1, 255) = 51
     priority: int_range(1, 254) = 100
     vrrp_version: int_range(2, 3) = 3
     advert_int_ms: int_range(10, 40_950) = 1_000
-    auth_pass: _token(r"[A-Za-z0-9_.:+=@%/-]{0,8}", "up to 8 letters, digits or _.:+=@%/-") = ""
-    peers: list[IpAddress] = Field(default_factory=list)   # unicast peers; empty: multicast adverts
-    source_address: IpAddress | None = None   # unicast source; None: the interface's address
+    # '@' would start a conditional line in keepalived.conf: not first
+    auth_pass: pattern(r"(?!@)[A-Za-z0-9_.:+=@%/-]*", 0, 8, "letters, digits or _.:+=@%/- (not starting with @)",
+                       secret=True) = ""
+    # the VRRP instance is IPv4 (IPv6 VIPs ride along unadvertised): so are its peers
+    peers: list[Ipv4Address] = Field(default_factory=list)   # unicast peers; empty: multicast adverts
+    source_address: Ipv4Address | None = None   # unicast source; None: the interface's address
     preempt: StrictBool = True
     preempt_delay_ms: int_range(0, 1_000_000) = 0
     bgp: BgpSection = Field(default_factory=BgpSection, validate_default=True)
@@ -280,6 +247,13 @@ class Config(Strict):
     ips: list[Ip] = Field(default_factory=list)
     ha: HaSection = Field(default_factory=HaSection)
     last_ids: dict[str, StrictInt] = Field(default_factory=dict)   # highest id issued per kind
+
+    @field_validator("last_ids")
+    @classmethod
+    def _kinds(cls, v: dict[str, int]) -> dict[str, int]:
+        for key in v:           # checked here: an error path must not quote a hostile key
+            object_kind(key)
+        return v
 
 
 ID_NAMESPACE = uuidlib.UUID("6f1c7a52-8d0e-4b8f-9a57-3c1b0d6a2e11")

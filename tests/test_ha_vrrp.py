@@ -51,7 +51,7 @@ def test_keepalived_config_carries_every_vip_peer_auth_and_preemption(tmp_path):
         "lbs": [{"name": f"lb{i}", "vip": f"10.0.1.{i}"} for i in range(1, 23)]
         + [{"name": "v6", "vip": "fd00::5"}]})
     paths = keepalived.Paths.under(tmp_path)
-    text = keepalived.render(cfg.ha, [lb.vip for lb in cfg.lbs], paths, "/probe sock")
+    text = keepalived.render(cfg.ha, [lb.vip for lb in cfg.lbs], paths, ["/probe", "sock"])
     assert "    state BACKUP\n    interface eth0\n    virtual_router_id 7\n    priority 120\n" in text
     assert "    version 2\n    advert_int 2\n    preempt_delay 1.5\n" in text
     assert "auth_type PASS\n        auth_pass s3cret\n" in text
@@ -63,7 +63,7 @@ def test_keepalived_config_carries_every_vip_peer_auth_and_preemption(tmp_path):
 
     nopreempt = cfg.ha.model_copy(update={"preempt": False, "auth_pass": "", "vrrp_version": 3,
                                           "advert_int_ms": 250, "peers": []})
-    text = keepalived.render(nopreempt, ["10.0.1.1"], paths, "/probe")
+    text = keepalived.render(nopreempt, ["10.0.1.1"], paths, ["/probe"])
     assert "    version 3\n    advert_int 0.25\n    nopreempt\n" in text
     assert "authentication" not in text and "unicast" not in text and "preempt_delay" not in text
 
@@ -73,7 +73,7 @@ def test_keepalived_config_carries_every_vip_peer_auth_and_preemption(tmp_path):
     ({"interface": "eth0\n}"}, "ha.interface", "not an interface name"),
     ({"vrrp_version": 2, "advert_int_ms": 500}, "ha.advert_int_ms", "whole seconds"),
     ({"auth_pass": "x"}, "ha.auth_pass", "VRRPv3 has no authentication"),
-    ({"vrrp_version": 2, "auth_pass": "toolongpass"}, "ha.auth_pass", "up to 8"),
+    ({"vrrp_version": 2, "auth_pass": "toolongpass"}, "ha.auth_pass", "0..8 characters"),
     ({"priority": 255}, "ha.priority", "1..254"),
     ({"virtual_router_id": 0}, "ha.virtual_router_id", "1..255"),
     ({"peers": ["nope"]}, "ha.peers[0]", "not an IPv4 or IPv6 address"),

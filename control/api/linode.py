@@ -3,13 +3,12 @@ balancer; a config is one frontend with its own backend, both named port-<port> 
 mapping survives restarts; a node is a server with its own port; ssl_cert/ssl_key are a
 certificate object of the load balancer, never shown back (<REDACTED>)."""
 import functools
-import ipaddress
 import uuid as uuidlib
 
 import orjson
 from aiohttp import web
 
-from control import certificates
+from control import certificates, grammar
 from control.api import fields as wire
 from control.api.changes import commit, validated
 from control.api.errors import ApiError
@@ -17,13 +16,12 @@ from control.api.fields import Field, Table, split_attrs
 from control.api.observed import Observed
 from control.api.routes import Param, Route
 from control.api.views import json_body, linode_date, linode_page
-from control.config import ConfigError, frontend_protocol
+from control.config import REDACTED, ConfigError, frontend_protocol
 from control.edit import Change, NotFound
 from control.model import Backend, Certificate, Config, Frontend, LoadBalancer, Server, new_uuid, now
 from lbfast.enums import (Algorithm, CheckType, CipherSuite, Protocol, ProxyProtocol, ServerMode,
                           Stickiness)
 
-REDACTED = "<REDACTED>"
 MB = 1_000_000
 
 # -- spellings: wire value → model value ----------------------------------------------------
@@ -277,9 +275,9 @@ def parse_address(value: str) -> tuple[str, int | None]:
     elif text.count(":") == 1:
         host, port = text.split(":")
     try:
-        host = str(ipaddress.ip_address(host))
-    except ValueError:
-        raise ValueError(f"{value!r} is not IP:port") from None
+        host = grammar.ip_address(host)
+    except ValueError as e:
+        raise ValueError(f"not IP:port: {e}") from None
     if port is not None:
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError(f"{value!r}: the port must be 1..65535")

@@ -11,7 +11,7 @@ import uuid as uuidlib
 import orjson
 from aiohttp import web
 
-from control import certificates
+from control import certificates, grammar
 from control.api import fields as wire
 from control.api.changes import commit, validated
 from control.api.errors import ApiError
@@ -438,11 +438,12 @@ def addresses(value, field: str = "server_ip") -> list[str]:
     out, problems = [], []
     for i, raw in enumerate(value):
         try:
-            addr = str(ipaddress.ip_address(raw)) if isinstance(raw, str) else None
-        except ValueError:
-            addr = None
+            addr = grammar.ip_address(raw) if isinstance(raw, str) else None
+        except ValueError as e:
+            problems.append((f"{field}[{i}]", str(e)))
+            continue
         if addr is None:
-            problems.append((f"{field}[{i}]", f"{raw!r} is not an IP address"))
+            problems.append((f"{field}[{i}]", "must be an IP address"))
         elif addr not in out:
             out.append(addr)
     if problems:

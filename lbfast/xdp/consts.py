@@ -12,6 +12,9 @@ from lbfast.xdp import clock
 BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
 CONSTS_H = BPF_DIR / "consts.h"
 
+# a string constant becomes a C string literal on the compiler's command line (e.g. the pin
+# directory): nothing that could end the literal, escape or start a new line
+C_STRING_SAFE = re.compile(r"[A-Za-z0-9_./@+-]*")
 # #ifndef NAME / #define NAME value [/* comment, maybe several lines */] / #endif
 _GUARDED = re.compile(r"^#ifndef (\w+)\n#define \1 ([^\n]*?)\s*(?:/\*[\s\S]*?\*/)?\n#endif", re.M)
 
@@ -68,6 +71,8 @@ class Constants(Mapping[str, int | str]):
         """-D flags: the codes Python owns, and every override."""
         flags = [f"-D{k}={v}U" for k, v in self._owned.items()]
         for k, v in self.overrides.items():
+            if isinstance(v, str) and not C_STRING_SAFE.fullmatch(v):
+                raise ValueError(f"constant {k}: {v!r} cannot be a C string literal (only {C_STRING_SAFE.pattern})")
             flags.append(f'-D{k}="{v}"' if isinstance(v, str) else f"-D{k}={v}")
         return flags
 

@@ -89,8 +89,10 @@ def pin_mismatch(path: str, name: str, consts: Constants | None,
 
 def prepare_pin_dir(consts: Constants) -> None:
     pin_dir = str(consts["PIN_DIR"])
-    if not pin_dir.startswith(BPFFS + "/"):
-        raise XdpError(f"pin directory {pin_dir} is not under {BPFFS}")
+    # Every unknown entry there is removed: no '..' or symbolic link may lead elsewhere.
+    real = os.path.realpath(pin_dir)
+    if real != pin_dir or not pin_dir.startswith(BPFFS + "/"):
+        raise XdpError(f"pin directory {pin_dir!r} is not a normal path inside {BPFFS} (it resolves to {real!r})")
     ensure_bpffs()
     os.makedirs(pin_dir, exist_ok=True)
     layouts = recorded_layouts(pin_dir)
