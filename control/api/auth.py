@@ -79,6 +79,11 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def shown(value: str) -> str:
+    """A header value fit for an error message: ASCII, quoted, bounded."""
+    return repr(value[:100].encode("ascii", "backslashreplace").decode())
+
+
 def credentials(request: web.Request, dialect: str) -> list[str]:
     """What the request offers as a token, in the headers its dialect's tools send."""
     given = []
@@ -94,8 +99,8 @@ def check(request: web.Request, dialect: str, token: str, loopback_only: bool) -
     """Raises ApiError (403, 401, 413 or 415) for a request that may not go further."""
     host = request.headers.get("Host")
     if loopback_only and host is not None and not is_loopback_host(host):
-        raise ApiError(403, [(None, f"Host {host.encode('ascii', 'backslashreplace').decode()!r} is not a "
-                                    f"loopback name or address: this API answers on loopback only")])
+        raise ApiError(403, [(None, f"Host {shown(host)} is not a loopback name or address: "
+                                    f"this API answers on loopback only")])
     if request.path not in PUBLIC:
         given = credentials(request, dialect)
         if not given:
@@ -107,4 +112,4 @@ def check(request: web.Request, dialect: str, token: str, loopback_only: bool) -
             raise ApiError(413, [(None, f"the request body is larger than {MAX_BODY_BYTES} bytes")])
         if request.content_type != "application/json":
             raise ApiError(415, [(None, f"the request body must be Content-Type: application/json, "
-                                        f"not {request.content_type}")])
+                                        f"not {shown(request.content_type)}")])
