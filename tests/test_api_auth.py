@@ -63,8 +63,10 @@ def test_a_wrong_token_is_refused_not_missing(srv):
     assert r.status_code == 401 and "refused" in r.json()["errors"][0]["reason"]
     r = api.request("GET", "/v4/nodebalancers")
     assert r.status_code == 401 and "no API token" in r.json()["errors"][0]["reason"]
-    r = api.scw("GET", "/lbs", token="wrong")
-    assert r.status_code == 401 and r.json()["type"] == "denied_authentication"
+    r = api.scw("GET", "/lbs", token="wrong")       # Scaleway's SDKs: "API key does not exist"
+    assert r.status_code == 401 and (r.json()["type"], r.json()["reason"]) == ("denied_authentication", "not_found")
+    r = api.request("GET", SCW + "/lbs")              # "invalid API key format or empty value"
+    assert r.status_code == 401 and r.json()["reason"] == "invalid_argument"
     r = api.request("GET", "/lbfast/v1/config", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and "refused" in r.json()["error"]
     cli = lbfast_cli("lb", "list", config=srv.config_path, token="wrong")

@@ -17,6 +17,8 @@ TOKEN_ENV = "LBFAST_API_TOKEN"
 MAX_BODY_BYTES = 4 * 1024 * 1024
 PUBLIC = ("/healthz", "/openapi.json")       # answered without a token (still loopback Hosts only)
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
+TOKEN_MISSING = "no API token was sent (Authorization: Bearer <token> or X-Auth-Token)"
+TOKEN_REFUSED = "Invalid Token: the API token was refused"
 
 
 def configured_token(config) -> str | None:
@@ -104,9 +106,9 @@ def check(request: web.Request, dialect: str, token: str, loopback_only: bool) -
     if request.path not in PUBLIC:
         given = credentials(request, dialect)
         if not given:
-            raise ApiError(401, [(None, "no API token was sent (Authorization: Bearer <token> or X-Auth-Token)")])
+            raise ApiError(401, [(None, TOKEN_MISSING)])
         if not any(g.isascii() and hmac.compare_digest(g.encode(), token.encode()) for g in given):
-            raise ApiError(401, [(None, "Invalid Token: the API token was refused")])
+            raise ApiError(401, [(None, TOKEN_REFUSED)])
     if request.method in WRITES and request.body_exists:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise ApiError(413, [(None, f"the request body is larger than {MAX_BODY_BYTES} bytes")])

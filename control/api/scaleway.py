@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from control import certificates
+from control.api import auth
 from control.api import fields as wire
 from control.api.changes import commit, validated
 from control.api.errors import ApiError
@@ -229,10 +230,12 @@ def error_body(status: int, problems, resource=None, resource_id=None) -> dict:
                 "details": [{"argument_name": f or "body", "reason": "constraint", "help_message": m}
                             for f, m in problems]}
     if status == 401:
+        # Scaleway's SDKs word these reasons: "API key does not exist" / "invalid ... or empty value"
+        refused = problems[0][1] == auth.TOKEN_REFUSED
         return {"message": "authentication is denied", "type": "denied_authentication",
-                "method": "api_key", "reason": "invalid_argument"}
+                "method": "api_key", "reason": "not_found" if refused else "invalid_argument"}
     if status == 403:
-        return {"message": problems[0][1], "type": "permissions_denied"}
+        return {"message": problems[0][1], "type": "permissions_denied", "details": []}
     if status == 404:
         return {"message": "resource is not found", "type": "not_found",
                 "resource": resource or "resource", "resource_id": str(resource_id or "")}
