@@ -130,3 +130,15 @@ def test_a_body_over_the_cap_is_a_413(srv):
     r = srv.api.request("POST", "/v4/nodebalancers", data=big,
                         headers={"Authorization": f"Bearer {srv.api.token}", "Content-Type": "application/json"})
     assert r.status_code == 413 and "larger than" in r.json()["errors"][0]["reason"]
+
+
+def test_linode_ssl_keys_are_checked_off_the_loop(srv):
+    api = srv.api
+    nb = api.ok(api.linode("POST", "/v4/nodebalancers", {"region": "local", "label": "limits-nb"}))
+    chain, _ = leaf_pems()
+    r, took = while_polling(srv, lambda: api.linode("POST", f"/v4/nodebalancers/{nb['id']}/configs", {
+        "port": 19443, "protocol": "https", "ssl_cert": chain, "ssl_key": SLOW_KEY.read_text()}, timeout=60))
+    assert r.status_code == 400 and f"longer than {CHECK_TIMEOUT_S:g}s" in r.json()["errors"][0]["reason"]
+    assert took and max(took) < LIVENESS_S
+    assert api.ok(api.linode("GET", f"/v4/nodebalancers/{nb['id']}/configs"))["results"] == 0
+    api.ok(api.linode("DELETE", f"/v4/nodebalancers/{nb['id']}"))

@@ -92,9 +92,8 @@ def test_a_full_slot_table_is_refused_and_counted_everywhere(xdp_daemon):
 
     # the Linode dialect: a nodebalancer with one config (frontend and backend) per port
     nodes = [{"address": f"{b.ip}:8080", "label": f"node-{j}"} for j, b in enumerate(tb.backends)]
-    r = call(tb, "POST", "/v4/nodebalancers",
-             {"region": "local", "label": "many-configs", "configs": [{"port": 20000 + i, "protocol": "tcp", "nodes": nodes}
-                                                              for i in range(too_many)]},
+    configs = [{"port": 20000 + i, "protocol": "tcp", "nodes": nodes} for i in range(too_many)]
+    r = call(tb, "POST", "/v4/nodebalancers", {"region": "local", "label": "many-configs", "configs": configs},
              {"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 400, r.text
     assert "backend slots" in r.json()["errors"][0]["reason"]

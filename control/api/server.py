@@ -73,7 +73,7 @@ class ApiServer:
         self.token: str | None = None
         self.loopback_only = True
         self.certificates = CertificateWorker()   # API certificates are checked there, off the loop
-        self.changes = 0                    # counted by control.api.changes.commit
+        self.changes = 0                    # counted by control.api.changes.apply_config
         self.history = TrafficHistory(interval=history_interval)
         self.runner: web.AppRunner | None = None
         self.url: str | None = None
