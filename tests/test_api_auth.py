@@ -84,17 +84,24 @@ def test_a_restart_keeps_the_token(tmp_path):
         d.close()
 
 
-def test_a_token_file_others_can_read_is_refused(tmp_path):
+@pytest.mark.parametrize("planted", ["world-readable", "symlink"])
+def test_a_token_file_others_can_read_is_refused(tmp_path, planted):
     path = tmp_path / "cfg.json"
     path.write_bytes(orjson.dumps({"api": {"listen": f"127.0.0.1:{free_port()}"}}))
     leaked = auth.token_path(path)
-    leaked.write_text("readable-by-all\n")
-    leaked.chmod(0o644)
+    if planted == "symlink":
+        target = tmp_path / "elsewhere"
+        target.write_text("readable-by-all\n")
+        target.chmod(0o600)
+        leaked.symlink_to(target)
+    else:
+        leaked.write_text("readable-by-all\n")
+        leaked.chmod(0o644)
     env = {k: v for k, v in os.environ.items() if k != auth.TOKEN_ENV}
     r = subprocess.run([sys.executable, "-m", "control.cli", "run", "--config", str(path),
                         "--socket", str(tmp_path / "s.sock"), "--pidfile", str(tmp_path / "p.pid")],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
-    assert r.returncode == 2 and "api.token" in r.stderr and "0600" in r.stderr
+    assert r.returncode == 2 and "api.token" in r.stderr and str(leaked) in r.stderr, r.stderr
     assert "readable-by-all" not in r.stderr
 
 

@@ -32,7 +32,10 @@ def token_path(config_path: str | os.PathLike) -> Path:
 
 def read_token_file(path: Path) -> str:
     """The token in `path`, refused unless the file is ours and private (0600)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:            # a symlink (ELOOP), a directory, no permission
+        raise configfile.ConfigError([("api.token", f"cannot read {path}: {e.strerror}")]) from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if st.st_uid != os.geteuid() or st.st_mode & 0o077:
