@@ -1,14 +1,20 @@
 """Certificates as the APIs show them: common name, SANs, SHA-1 fingerprint and validity
 derived from a PEM chain, and the checks that keep a bad chain or key out of a config
-(malformed PEM, key that does not match, expired or not yet valid)."""
+(malformed PEM, key that does not match, expired or not yet valid). Verdicts are kept,
+so a config validated again (every API change) does not parse its certificates again.
+PEM is split line by line and every field is capped: hostile input costs linear time."""
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
+
+MAX_PEM_BYTES = 64 * 1024       # one chain, or one key; a real chain is a few KB
+CACHE_SIZE = 256                # verdicts kept (certificates of the running config and recent requests)
+_PEM_LINE = re.compile(r"-----(BEGIN|END) ([A-Z0-9 ]{1,64})-----")
 
 
 class CertificateError(ValueError):
@@ -17,6 +23,9 @@ class CertificateError(ValueError):
     def __init__(self, field: str, message: str):
         self.field = field
         super().__init__(message)
+
+    def __reduce__(self):                   # raised in control.api.offload's worker process
+        return type(self), (self.field, str(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +42,16 @@ class CertificateInfo:
         return self.subject_alternative_names or ((self.common_name,) if self.common_name else ())
 
 
-
 def describe(chain_pem: str) -> CertificateInfo:
     """What the leaf certificate says; raises CertificateError for a malformed chain."""
-    return _describe(chain_pem)
+    info = _infos.get(chain_pem)
+    if info is None:
+        info = _parse(chain_pem)
+        _keep(_infos, chain_pem, info)
+    return info
 
 
-@lru_cache(maxsize=256)
-def _describe(chain_pem: str) -> CertificateInfo:
+def _parse(chain_pem: str) -> CertificateInfo:
     chain = _load_chain(chain_pem)
     leaf = chain[0]
     cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -62,8 +73,10 @@ def _describe(chain_pem: str) -> CertificateInfo:
 def check(chain_pem: str, key_pem: str, now: datetime | None = None) -> CertificateInfo:
     """Everything a TLS listener needs to hold: a well-formed chain in order, a private
     key that matches its leaf, and a leaf valid now. Raises CertificateError."""
-    info = _describe(chain_pem)
-    _check_pair(chain_pem, key_pem)
+    info = describe(chain_pem)
+    if (chain_pem, key_pem) not in _pairs:
+        _check_pair(chain_pem, key_pem)
+        _keep(_pairs, (chain_pem, key_pem), True)
     now = now or datetime.now(timezone.utc)
     if info.not_valid_after < now:
         raise CertificateError("chain_pem", f"certificate {info.common_name or info.fingerprint} "
@@ -74,9 +87,32 @@ def check(chain_pem: str, key_pem: str, now: datetime | None = None) -> Certific
     return info
 
 
-@lru_cache(maxsize=256)
+def known(chain_pem: str, key_pem: str) -> bool:
+    """Both the chain and the pair were checked already: check() costs nothing."""
+    return chain_pem in _infos and (chain_pem, key_pem) in _pairs
+
+
+def remember(chain_pem: str, key_pem: str, info: CertificateInfo) -> None:
+    """Keep a verdict reached in another process (control.api.offload checks API input off
+    the event loop), so that validating the config here finds it."""
+    _keep(_infos, chain_pem, info)
+    _keep(_pairs, (chain_pem, key_pem), True)
+
+
+_infos: dict[str, CertificateInfo] = {}
+_pairs: dict[tuple[str, str], bool] = {}
+
+
+def _keep(cache: dict, key, value) -> None:
+    cache[key] = value
+    if len(cache) > CACHE_SIZE:
+        del cache[next(iter(cache))]        # the oldest
+
+
 def _check_pair(chain_pem: str, key_pem: str) -> None:
     leaf = _load_chain(chain_pem)[0]
+    if len(key_pem) > MAX_PEM_BYTES:
+        raise CertificateError("key_pem", f"longer than {MAX_PEM_BYTES} bytes")
     try:
         key = serialization.load_pem_private_key(key_pem.encode(), password=None)
     except TypeError:
@@ -88,7 +124,27 @@ def _check_pair(chain_pem: str, key_pem: str) -> None:
         raise CertificateError("chain_pem", "private key does not match the certificate")
 
 
+def pem_blocks(text: str) -> list[tuple[str, str]]:
+    """(label, block) of every complete PEM block in `text`, in order, in one pass over its
+    lines: a BEGIN inside an open block starts that block over, a block never ended is
+    dropped."""
+    blocks, label, lines = [], None, []
+    for line in text.splitlines():
+        line = line.strip()
+        m = _PEM_LINE.fullmatch(line)
+        if m and m[1] == "BEGIN":
+            label, lines = m[2], [line]
+        elif label is not None:
+            lines.append(line)
+            if m and m[2] == label:
+                blocks.append((label, "\n".join(lines)))
+                label = None
+    return blocks
+
+
 def _load_chain(chain_pem: str) -> list[x509.Certificate]:
+    if len(chain_pem) > MAX_PEM_BYTES:
+        raise CertificateError("chain_pem", f"longer than {MAX_PEM_BYTES} bytes")
     if "-----BEGIN CERTIFICATE-----" not in chain_pem:
         raise CertificateError("chain_pem", "no PEM certificate found (-----BEGIN CERTIFICATE-----)")
     try:

@@ -141,23 +141,34 @@ class Daemon:
         The caller holds self.lock. If the data planes refuse it, nothing is written; if
         the write fails, the data planes go back to the old config."""
         old = self.config
-        await self.apply(new)
         try:
-            configfile.save(new, self.config_path)
-        except OSError:
-            await self.apply(old)
+            await self.apply(new)
+            try:
+                configfile.save(new, self.config_path)
+            except OSError:
+                await self.apply(old)
+                raise
+        except Exception as e:
+            self._refused("change", e)
             raise
+
+    def _refused(self, what: str, e: Exception) -> str:
+        """Every refused reload or change is counted and logged with its reason; the
+        running config stays. Unexpected failures also leave their traceback in the log."""
+        reason = str(e) or type(e).__name__
+        self.reload_failures += 1
+        self.last_error = reason
+        expected = isinstance(e, (configfile.ConfigError, OSError, ValueError, RuntimeError))
+        log.error("%s rejected, the running config stays: %s", what, reason, exc_info=None if expected else e)
+        return reason
 
     async def reload(self) -> tuple[bool, str]:
         async with self.lock:
             try:
                 new = configfile.load(self.config_path)
                 await self.apply(new)
-            except (configfile.ConfigError, OSError) as e:
-                self.reload_failures += 1
-                self.last_error = str(e)
-                log.error("reload rejected, the running config stays: %s", e)
-                return False, str(e)
+            except Exception as e:
+                return False, self._refused("reload", e)
             self.reloads += 1
             self.last_error = ""
             log.info("reloaded %s: %d load balancers", self.config_path, len(new.lbs))

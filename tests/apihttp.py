@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import requests
 
+from control.api import auth
 from tests.lbrun import Daemon, free_port, wait_for
 
 TOKEN = "test-token-0123456789"
@@ -53,14 +54,16 @@ class ApiDaemon:
 
     def __init__(self, tmp: Path, config: dict | None = None, token: str = TOKEN, pool: str | None = None,
                  file_token: str | None = None):
-        """`token` goes to $LBFAST_API_TOKEN ("" for none), `file_token` to api.token."""
+        """`token` goes to $LBFAST_API_TOKEN, `file_token` to api.token; with neither the
+        client uses the token the daemon generated beside the config."""
         self.tmp = Path(tmp)
         self.port = free_port()
         self.token = token
         api = {"listen": f"127.0.0.1:{self.port}", **({"token": file_token} if file_token else {})}
         doc = {"api": api, "ip_pool": [pool or private_pool()], **(config or {})}
         self.daemon = self._start(doc)
-        self.api = Api(f"http://127.0.0.1:{self.port}", file_token or token)
+        self.api = Api(f"http://127.0.0.1:{self.port}",
+                       file_token or token or auth.read_token_file(auth.token_path(self.config_path)))
 
     def _start(self, doc: dict) -> Daemon:
         d = Daemon(self.tmp, doc, env={"LBFAST_API_TOKEN": self.token})

@@ -253,14 +253,6 @@ def test_no_token_no_api_beyond_loopback(tmp_path):
     assert r.returncode == 2 and "api.token" in r.stderr
 
 
-def test_no_token_on_loopback_is_open(tmp_path):
-    d = ApiDaemon(tmp_path, token="")
-    try:
-        assert d.api.request("GET", "/v4/nodebalancers").status_code == 200
-    finally:
-        d.close()
-
-
 def test_token_from_the_config_file(tmp_path):
     d = ApiDaemon(tmp_path, token="", file_token="from-the-file")
     try:

@@ -9,10 +9,11 @@ from pathlib import Path
 import orjson
 
 from control import config as configfile
+from control.api import auth
 from control.model import Config
 
 URL_ENV = "LBFAST_API_URL"
-TOKEN_ENV = "LBFAST_API_TOKEN"
+TOKEN_ENV = auth.TOKEN_ENV
 
 
 class ApiUnavailable(Exception):
@@ -33,6 +34,14 @@ def _url_for(listen: str) -> str:
     if host in ("0.0.0.0", "::"):           # listening everywhere: loopback reaches it
         host = "127.0.0.1" if host == "0.0.0.0" else "::1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _generated_token(config_path: str) -> str | None:
+    """The token the daemon generated beside the config, if this user may read it."""
+    try:
+        return auth.read_token_file(auth.token_path(config_path))
+    except (OSError, configfile.ConfigError):
+        return None
 
 
 class ConfigApi:
@@ -57,12 +66,18 @@ class ConfigApi:
                 return None
             url = _url_for(api["listen"])
             token = token or api.get("token")
+        token = token or _generated_token(config_path)
         client = cls(url, token, config_path)
         try:
             client.get()
         except urllib.error.HTTPError as e:
-            raise ApiUnavailable(f"the daemon's API at {url} answered {e.code}"
-                                 + (": set $LBFAST_API_TOKEN" if e.code == 401 else f" ({e.reason})")) from None
+            if e.code != 401:
+                raise ApiUnavailable(f"the daemon's API at {url} answered {e.code} ({e.reason})") from None
+            if token:
+                raise ApiUnavailable(f"the daemon's API at {url} refused the token (from ${TOKEN_ENV}, api.token "
+                                     f"or {auth.token_path(config_path)})") from None
+            raise ApiUnavailable(f"the daemon's API at {url} needs a token: set ${TOKEN_ENV}, or run as a user "
+                                 f"who can read {auth.token_path(config_path)}") from None
         except (urllib.error.URLError, OSError):
             return None                     # no daemon answers: the file is the config
         except OtherConfig:

@@ -467,6 +467,14 @@ def config_of(request: web.Request) -> Config:
     return api(request).daemon.config
 
 
+async def check_tls(request: web.Request, vals: dict, current: Certificate | None = None) -> None:
+    """A new ssl_cert/ssl_key pair is checked in the certificate worker, off the event loop;
+    the edit's own check then finds the verdict."""
+    chain, key = _tls(vals, current)
+    if isinstance(chain, str) and isinstance(key, str):
+        await api(request).certificates.check([(chain, key)])
+
+
 @handler
 async def list_nodebalancers(request):
     seen = Observed(api(request).daemon)
@@ -486,6 +494,8 @@ async def create_nodebalancer(request):
             problems.extend(e.problems)
     if problems:
         raise ApiError(400, problems)
+    for cfg, _ in configs:
+        await check_tls(request, cfg)
     fields = split_attrs(vals, "lb")
 
     def edit(c: Change):
@@ -567,6 +577,7 @@ async def create_config(request):
     body = await json_body(request)
     vals, nodes = config_fields(body, create=True)
     raw = request.match_info["nodeBalancerId"]
+    await check_tls(request, vals)
 
     def edit(c: Change):
         lb = find_lb(c.config, raw)
@@ -590,6 +601,8 @@ async def _update_config(request, *, rebuild: bool):
     elif nodes is None:
         nodes = []          # rebuild: the request's nodes are the whole set
     raw_lb, raw = request.match_info["nodeBalancerId"], request.match_info["configId"]
+    lb, f, _ = find_config(config_of(request), raw_lb, raw)
+    await check_tls(request, vals, next((x for x in lb.certificates if x.name in f.certificates), None))
 
     def edit(c: Change):
         lb, f, _ = find_config(c.config, raw_lb, raw)

@@ -63,7 +63,7 @@ def render(daemon, api) -> str:
     family("lbfast_load_balancers", "gauge", "Load balancers in the running config.", [("", len(config.lbs))])
     family("lbfast_reloads_total", "counter", "Config reloads applied (SIGHUP, lbfast reload).",
            [("", getattr(daemon, "reloads", 0))])
-    family("lbfast_reload_failures_total", "counter", "Config reloads rejected.",
+    family("lbfast_reload_failures_total", "counter", "Config reloads and API changes rejected.",
            [("", getattr(daemon, "reload_failures", 0))])
     family("lbfast_api_changes_total", "counter", "Changes applied through the API.", [("", api.changes)])
     family("lbfast_uptime_seconds", "gauge", "Seconds since the daemon started.",

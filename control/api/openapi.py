@@ -45,6 +45,10 @@ def operation(route: Route, auth: bool) -> dict:
         responses["404"] = _error(route.dialect, "No such object")
     if route.dialect == "scaleway":
         responses["412"] = _error(route.dialect, "The object is in use")
+    if route.request is not None:
+        responses["413"] = _error(route.dialect, "The body is larger than the API takes")
+        responses["415"] = _error(route.dialect, "The body is not Content-Type: application/json")
+    responses["403"] = _error(route.dialect, "A loopback API asked with a Host that is not loopback")
     if auth:
         responses["401"] = _error(route.dialect, "Missing or wrong token")
         op["security"] = SECURITY[route.dialect]

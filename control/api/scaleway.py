@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from control import certificates, grammar
+from control.api import auth
 from control.api import fields as wire
 from control.api.changes import commit, validated
 from control.api.errors import ApiError
@@ -229,8 +230,12 @@ def error_body(status: int, problems, resource=None, resource_id=None) -> dict:
                 "details": [{"argument_name": f or "body", "reason": "constraint", "help_message": m}
                             for f, m in problems]}
     if status == 401:
+        # Scaleway's SDKs word these reasons: "API key does not exist" / "invalid ... or empty value"
+        refused = problems[0][1] == auth.TOKEN_REFUSED
         return {"message": "authentication is denied", "type": "denied_authentication",
-                "method": "api_key", "reason": "invalid_argument"}
+                "method": "api_key", "reason": "not_found" if refused else "invalid_argument"}
+    if status == 403:
+        return {"message": problems[0][1], "type": "permissions_denied", "details": []}
     if status == 404:
         return {"message": "resource is not found", "type": "not_found",
                 "resource": resource or "resource", "resource_id": str(resource_id or "")}
@@ -511,10 +516,12 @@ def backend_fields(body, current: Backend | None) -> tuple[dict, list[str] | Non
 
 def split_chain(pem: str) -> tuple[str, str]:
     """Scaleway's custom certificate_chain holds the certificates and the private key."""
-    blocks = re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", pem, re.S)
-    texts = [m.group(0) for m in re.finditer(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", pem, re.S)]
-    certs = [t for kind, t in zip(blocks, texts) if kind == "CERTIFICATE"]
-    keys = [t for kind, t in zip(blocks, texts) if kind.endswith("PRIVATE KEY")]
+    if len(pem) > 2 * certificates.MAX_PEM_BYTES:
+        raise ApiError.bad_request("custom_certificate.certificate_chain",
+                                   f"longer than {2 * certificates.MAX_PEM_BYTES} bytes")
+    blocks = certificates.pem_blocks(pem)
+    certs = [t for kind, t in blocks if kind == "CERTIFICATE"]
+    keys = [t for kind, t in blocks if kind.endswith("PRIVATE KEY")]
     if not certs:
         raise ApiError.bad_request("custom_certificate.certificate_chain", "no PEM certificate found")
     if len(keys) != 1:
@@ -970,7 +977,7 @@ async def create_certificate(request):
     if not isinstance(custom, dict) or not isinstance(custom.get("certificate_chain"), str):
         raise ApiError.bad_request("custom_certificate.certificate_chain", "required")
     chain, key = split_chain(custom["certificate_chain"])
-    certificates.check(chain, key)
+    await request.app["lbfast"].certificates.check([(chain, key)])    # off the event loop
     ref = request.match_info["lb_id"]
 
     def edit(c: Change):

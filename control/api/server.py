@@ -1,8 +1,7 @@
-"""The daemon's HTTP server: both dialects' routes, token auth (constant-time compare),
+"""The daemon's HTTP server: both dialects' routes, the request gate (control.api.auth),
 each dialect's error shapes, /healthz, /metrics, /openapi.json, and the native config
 endpoint that `lbfast lb|frontend|backend|server` use while a daemon runs."""
 import hashlib
-import hmac
 import ipaddress
 import logging
 import os
@@ -11,18 +10,19 @@ import orjson
 from aiohttp import web
 
 from control import config as configfile
-from control.api import linode, metrics, openapi, scaleway
+from control.api import auth, linode, metrics, openapi, scaleway
+from control.api.changes import apply_config
 from control.api.errors import ApiError
 from control.api.observed import TrafficHistory
 from control.api.routes import Param, Route
 from control.api.status_page import StatusPage, owns
+from control.certificate_worker import CertificateWorker
+from control.certificates import CertificateError
 from control.edit import NotFound
 
 log = logging.getLogger("lbfast.api")
 
-TOKEN_ENV = "LBFAST_API_TOKEN"
 NATIVE = "/lbfast/v1"
-PUBLIC = ("/healthz", "/openapi.json")
 
 
 class ApiRefused(configfile.ConfigError):
@@ -30,11 +30,10 @@ class ApiRefused(configfile.ConfigError):
 
     def __init__(self, listen: str):
         super().__init__([("api.token", f"required to serve the API on {listen}, which is not a loopback "
-                                        f"address (or set ${TOKEN_ENV})")])
+                                        f"address (or set ${auth.TOKEN_ENV})")])
 
 
-def token_for(config) -> str | None:
-    return config.api.token or os.environ.get(TOKEN_ENV) or None
+token_for = auth.configured_token
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -73,7 +72,9 @@ class ApiServer:
     def __init__(self, daemon, history_interval: float = 60.0):
         self.daemon = daemon
         self.token: str | None = None
-        self.changes = 0                    # counted by control.api.changes.commit
+        self.loopback_only = True
+        self.certificates = CertificateWorker()   # API certificates are checked there, off the loop
+        self.changes = 0                    # counted by control.api.changes.apply_config
         self.history = TrafficHistory(interval=history_interval)
         self.runner: web.AppRunner | None = None
         self.url: str | None = None
@@ -82,11 +83,13 @@ class ApiServer:
 
     # -- life cycle ---------------------------------------------------------------------
     async def start(self, listen: str, token: str | None) -> None:
+        """`token` as configured; with none (loopback only) the generated one is used."""
         host, port = split_listen(listen)
-        if not token and not ipaddress.ip_address(host).is_loopback:
+        self.loopback_only = ipaddress.ip_address(host).is_loopback
+        if not token and not self.loopback_only:
             raise ApiRefused(listen)
-        self.token = token
-        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=4 * 1024 * 1024)
+        self.token = token or auth.generated_token(self.daemon.config_path)
+        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=auth.MAX_BODY_BYTES)
         app["lbfast"] = self
         for r in self.routes:
             app.router.add_route(r.method, r.path, r.handler)
@@ -101,10 +104,12 @@ class ApiServer:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}"
         self.history.start(self.daemon)
-        log.info("API on %s (%s)", self.url, "token required" if token else "no token: loopback only")
+        log.info("API on %s (token %s)", self.url,
+                 "configured" if token else f"in {auth.token_path(self.daemon.config_path)}")
 
     async def stop(self) -> None:
         await self.history.stop()
+        await self.certificates.close()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -112,17 +117,9 @@ class ApiServer:
     # -- middlewares ----------------------------------------------------------------------
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token and request.path not in PUBLIC and not owns(request.path):   # /status checks its own
-            dialect = dialect_of(request.path)
-            given = []
-            auth = request.headers.get("Authorization", "")
-            if auth[:7].lower() == "bearer " and dialect in ("linode", "lbfast"):
-                given.append(auth[7:].strip())
-            if dialect in ("scaleway", "lbfast") and "X-Auth-Token" in request.headers:
-                given.append(request.headers["X-Auth-Token"].strip())
-            expected = self.token.encode()
-            if not any(hmac.compare_digest(g.encode(), expected) for g in given):
-                raise ApiError(401, [(None, "Invalid Token")])
+        # /status checks its own token (Basic or its session cookie) and takes a form post
+        auth.check(request, dialect_of(request.path), self.token, self.loopback_only,
+                   own_credentials=owns(request.path))
         return await handler(request)
 
     @web.middleware
@@ -140,6 +137,8 @@ class ApiServer:
             if e.status < 400:
                 raise
             reason = "Not found" if e.status == 404 else e.reason
+            if e.status == 413:         # a chunked body past the cap (a declared length is refused earlier)
+                reason = f"the request body is larger than {auth.MAX_BODY_BYTES} bytes"
             if e.status == 405 and dialect == "linode":
                 reason = "Method Not Allowed"
             return error_response(dialect, e.status, [(None, reason)], "resource" if e.status == 404 else None,
@@ -159,7 +158,7 @@ class ApiServer:
 
     async def openapi(self, request: web.Request) -> web.Response:
         if self._openapi is None:
-            self._openapi = orjson.dumps(openapi.build(self.routes, auth=bool(self.token)))
+            self._openapi = orjson.dumps(openapi.build(self.routes, auth=True))
         return web.Response(body=self._openapi, content_type="application/json")
 
 
@@ -176,18 +175,35 @@ async def put_config(request: web.Request) -> web.Response:
     compare-and-swap, so two CLI edits never lose one another."""
     server = request.app["lbfast"]
     daemon = server.daemon
-    new = configfile.parse(await request.read())
+    raw = await request.read()
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        doc = None
+    new = configfile.parse(await checked_certificates(server, doc) if isinstance(doc, dict) else raw)
     async with daemon.lock:
         want = request.headers.get("If-Match")
         if want is not None and want != "*" and want != config_etag(daemon.config):
             raise ApiError(412, [(None, "the config changed since it was read: read it again")])
-        try:
-            await daemon.commit(new)
-        except OSError as e:
-            raise ApiError.bad_request(None, f"the data plane refused the change: {e.strerror or e}") from None
-        server.changes += 1
+        await apply_config(daemon, new)
         return web.Response(body=configfile.dump(new), content_type="application/json",
                             headers={"ETag": config_etag(new)})
+
+
+async def checked_certificates(server: ApiServer, doc: dict) -> dict:
+    """`doc` once its certificates passed the worker's check (off the loop): parse() then
+    finds their verdicts and does not parse them again."""
+    paths, pairs = [], []
+    for i, lb in enumerate(doc.get("lbs") or []):
+        for j, c in enumerate((lb.get("certificates") or []) if isinstance(lb, dict) else []):
+            if isinstance(c, dict) and isinstance(c.get("chain_pem"), str) and isinstance(c.get("key_pem"), str):
+                paths.append(f"lbs[{i}].certificates[{j}].")
+                pairs.append((c["chain_pem"], c["key_pem"]))
+    try:
+        await server.certificates.check(pairs)
+    except CertificateError as e:
+        raise configfile.ConfigError([(paths[e.index] + e.field, str(e))]) from None
+    return doc
 
 
 def native_routes() -> list[Route]:
