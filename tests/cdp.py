@@ -3,10 +3,12 @@ client): open a page, evaluate JavaScript in it, take screenshots. Tests use it 
 what a person would see."""
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -29,7 +31,7 @@ class Browser:
 
     def __init__(self, width: int = 1400, height: int = 1000):
         self.size = (width, height)
-        self.profile = tempfile.TemporaryDirectory(prefix="lbfast-chromium-")
+        self.profile = tempfile.TemporaryDirectory(prefix="lbfast-chromium-", ignore_cleanup_errors=True)
         self.proc: subprocess.Popen | None = None
         self.http: aiohttp.ClientSession | None = None
         self.ws = None
@@ -44,7 +46,8 @@ class Browser:
             raise RuntimeError("chromium is not installed (Debian package chromium; .ci/setup-host)")
         self.proc = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={self.profile.name}", f"--window-size={self.size[0]},{self.size[1]}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)   # its own group: the zygote and renderers go with it
         port_file = Path(self.profile.name) / "DevToolsActivePort"
         for _ in range(200):
             if port_file.exists() and len(port_file.read_text().split()) == 2:
@@ -67,6 +70,8 @@ class Browser:
             await self.http.close()
         if self.proc is not None:
             stop_processes([self.proc], grace=5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)   # helpers still writing into the profile
         self.profile.cleanup()
 
     async def _read(self) -> None:

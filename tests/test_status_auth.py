@@ -2,7 +2,7 @@
 (401, a Basic challenge for the page, JSON for the data), never a token in the HTML or
 accepted from a URL; HTTP Basic with the token as password, or the login form's
 HttpOnly SameSite=Strict session cookie; no inline script allowed by the CSP. Without a
-token configured, the page refuses everything."""
+token configured, the one the daemon generated is the key."""
 import base64
 import re
 
@@ -84,14 +84,16 @@ def test_login_form_sets_a_session_cookie(srv):
     assert stale.status_code == 401
 
 
-def test_no_token_configured_refuses_everything(tmp_path):
+def test_no_token_configured_means_the_generated_one(tmp_path):
     d = ApiDaemon(tmp_path, token="")
     try:
+        generated = d.api.token
         for path in PATHS:
             r = requests.get(d.api.base + path, timeout=5)
-            assert r.status_code == 403, (path, r.status_code)
-            assert "api.token" in r.text
+            assert r.status_code == 401, (path, r.status_code)
+            assert generated not in r.text
+            assert requests.get(d.api.base + path, headers=basic("", generated), timeout=5).status_code == 200
         assert requests.post(d.api.base + "/status/login", data={"token": ""}, timeout=5,
-                             allow_redirects=False).status_code == 403
+                             allow_redirects=False).status_code == 401
     finally:
         d.close()
