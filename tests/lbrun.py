@@ -81,10 +81,9 @@ class Daemon:
         self.log = open(self.tmp / "lbfast.log", "wb")
         self.write(config)
         self.proc = subprocess.Popen(
-            [*(wrap or []), *LBFAST, "run", "--config", str(self.path), "--socket", self.socket,
+            [*(wrap or []), *command, "run", "--config", str(self.path), "--socket", self.socket,
              "--pidfile", self.pidfile, "--log-level", "info"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent,
-            env={**os.environ, **(env or {})})
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})})
         wait_for(self._ready, timeout=20, what="lbfast daemon")
 
     def _ready(self) -> bool:

@@ -25,6 +25,8 @@ log = logging.getLogger("lbfast.l7")
 CALL_TIMEOUT_S = 15.0
 STATS_EVERY_S = 1.0
 RESTART_DELAY_S = 0.5
+# The directory that holds the lbfast package (a checkout or site-packages): workers import
+# the same lbfast as the daemon, whatever the daemon's cwd and PYTHONPATH.
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
