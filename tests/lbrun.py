@@ -71,9 +71,10 @@ class Backends:
 
 class Daemon:
     """`lbfast run` on a config dict; the file is rewritten by `write()` and picked up
-    with `reload()` (control socket) or `sighup()`."""
+    with `reload()` (control socket) or `sighup()`. `command` runs another lbfast (an installed one)."""
 
-    def __init__(self, tmp: Path, config: dict, wrap: list[str] | None = None, env: dict | None = None):
+    def __init__(self, tmp: Path, config: dict, wrap: list[str] | None = None, env: dict | None = None,
+                 command: list[str] = LBFAST, cwd: Path = Path(__file__).parent.parent):
         self.tmp = Path(tmp)
         self.path = self.tmp / "lbfast.json"
         self.socket = str(self.tmp / "lbfast.sock")
