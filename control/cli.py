@@ -195,9 +195,8 @@ def cli():
               help="Seconds open sessions get to finish on SIGTERM.")
 def run(config_path, socket_path, pidfile, log_level, grace):
     """Run the daemon in the foreground (SIGHUP reloads, SIGTERM stops)."""
-    import logging
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from control import journal
+    journal.configure(log_level)
     from control import daemon
     try:
         daemon.run(config_path, socket_path, pidfile, grace)

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from control import config as configfile
-from control import runtime
+from control import runtime, sdnotify
 from control.ha import HaManager
 from control.health import HealthMonitor
 from control.sync import backend_specs, frontend_specs
@@ -109,13 +109,15 @@ class Daemon:
     def _health_changed(self, backend_id: int, server_key: str, health: Health, reason: str) -> None:
         up = health != Health.DOWN
         self._set_health(backend_id, server_key, up)
+        sdnotify.notify(STATUS=self.summary())
         backend = self.backends.get(backend_id)
         if not up and backend is not None and backend.on_marked_down == OnMarkedDown.SHUTDOWN_SESSIONS:
             n = self.l4.close_server_sessions(backend_id, server_key)
             self.l7.close_server_sessions(backend_id, server_key)
             if self.xdp is not None:
                 n += self.xdp.purge_server(backend_id, server_key)
-            log.warning("%s is down: shut down its sessions (%d L4 flows)", server_key, n)
+            log.warning("%s is down: shut down its sessions (%d L4 flows)", server_key, n,
+                        extra={"backend": backend_id, "server": server_key})
 
     def _passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
         """Linode check_passive: a failed connect or a 5xx takes the server out at once."""
@@ -144,10 +146,12 @@ class Daemon:
                 self.reload_failures += 1
                 self.last_error = str(e)
                 log.error("reload rejected, the running config stays: %s", e)
+                sdnotify.notify(STATUS=f"{self.summary()}; last reload rejected")
                 return False, str(e)
             self.reloads += 1
             self.last_error = ""
             log.info("reloaded %s: %d load balancers", self.config_path, len(new.lbs))
+            sdnotify.notify(STATUS=self.summary())
             return True, "reloaded"
 
     # -- run ------------------------------------------------------------------------
@@ -192,7 +196,33 @@ class Daemon:
             self.dataplane_reason = f"userspace L4 proxy: {why}"
         log.info("data plane: %s", self.dataplane_reason)
 
+    def summary(self) -> str:
+        """One line for `systemctl status`: what serves and what is up."""
+        checks = self.health.status()
+        servers = [(b.id, s.key) for b in self.backends.values() for s in b.servers]
+        up = sum(1 for key in servers if key not in checks or checks[key].health != Health.DOWN)
+        frontends = len(self.xdp_frontends) + len(self.user_frontends)
+        return f"{frontends} frontends, {up}/{len(servers)} servers up, data plane {self.dataplane_name()}"
+
+    def dataplane_name(self) -> str:
+        return "xdp" if self.xdp is not None else self.l4.name
+
+    async def _heartbeat(self, every_s: float) -> None:
+        """systemd's watchdog: beats only while the event loop turns."""
+        while True:
+            sdnotify.notify(WATCHDOG=1)
+            await asyncio.sleep(every_s)
+
     async def run(self) -> None:
+        every_s = sdnotify.watchdog_interval_s()
+        heartbeat = asyncio.ensure_future(self._heartbeat(every_s)) if every_s else None
+        try:
+            await self._run()
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+
+    async def _run(self) -> None:
         config = configfile.load(self.config_path)
         await self.in_xdp_thread(self._start_xdp, config)
         try:
@@ -221,9 +251,11 @@ class Daemon:
             recount = asyncio.ensure_future(self._recount_xdp_connections())
         log.info("lbfast running: %d frontends, data plane %s, control socket %s",
                  len(self.l4.frontends), self.dataplane_reason, self.socket_path)
+        sdnotify.notify(READY=1, STATUS=self.summary(), MAINPID=os.getpid())
         try:
             await self.stopping.wait()
         finally:
+            sdnotify.notify(STOPPING=1, STATUS="stopping")
             log.info("stopping: %d open sessions get up to %.0fs", len(self.l4.sessions), self.grace_s)
             await self.ha.stop()            # VIPs move or are withdrawn while the listeners still serve
             if self.api is not None:        # no changes while the data planes drain
@@ -328,7 +360,7 @@ class Daemon:
             frontends += [f.status_row("xdp", active.get(f.id, 0), x["backends"].get(str(f.backend.id), []))
                           for f in self.xdp_frontends]
         self._add_health(frontends)
-        name = "xdp" if self.xdp is not None else self.l4.name
+        name = self.dataplane_name()
         return {"pid": os.getpid(), "config": os.path.abspath(self.config_path),
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "dataplane": {"name": name, "reason": self.dataplane_reason},
