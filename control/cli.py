@@ -182,6 +182,7 @@ def lookup(path: str, fn):
 
 # -- the command group ---------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lbfast", message="lbfast %(version)s")
 def cli():
     """lbfast: XDP/eBPF L4 and Cython L7 load balancer."""
 

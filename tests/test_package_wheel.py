@@ -13,8 +13,7 @@ import pytest
 
 from tests.lbrun import Daemon
 from tests.test_daemon_xdp import config, fetch, xdp_testbed  # noqa: F401 - the fixture
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.wheel_build import ROOT, built_wheel
 
 
 def source_packages() -> set[str]:
@@ -24,17 +23,8 @@ def source_packages() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """`pip wheel` of a fresh `git clone` (what is committed, nothing built in place),
-    with pip's default build isolation as `make setup` uses; the clone is then deleted."""
-    work = tmp_path_factory.mktemp("wheel")
-    clone = work / "clone"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work), str(clone)],
-                   check=True, cwd=work)
-    subprocess.run(["rm", "-rf", str(clone)], check=True)
-    (path,) = work.glob("lbfast-*.whl")
-    return path
+def wheel() -> Path:
+    return built_wheel()
 
 
 def test_wheel_holds_every_package_and_bpf_source(wheel):
