@@ -23,5 +23,9 @@ bench: setup
 install uninstall:
 	bash packaging/install-host $@
 
+# build/deb/lbfast_<version>_<arch>.deb (debhelper, lintian).
+deb:
+	bash packaging/build-deb
+
 clean:
 	rm -rf build .venv *.egg-info lbfast/*.so lbfast/*.c
