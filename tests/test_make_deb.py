@@ -69,9 +69,12 @@ def test_unpacked_environment_runs(deb, tmp_path):
     assert "ExecStart=/usr/sbin/lbfast run --config /etc/lbfast/lbfast.json\n" in unit
     env = {**os.environ, "PYTHONPATH": ""}
     run = dict(check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
-    lbfast = tmp_path / "usr/sbin/lbfast"
-    assert subprocess.run([lbfast, "--version"], **run).stdout == "lbfast 0.1.0\n"
-    assert "valid" in subprocess.run([lbfast, "check", "--config", tmp_path / "etc/lbfast/lbfast.json"], **run).stdout
-    where = subprocess.run([tmp_path / "usr/lib/lbfast/bin/python", "-c",
+    venv = tmp_path / "usr/lib/lbfast"
+    script = (venv / "bin/lbfast").read_text()
+    assert script.startswith("#!/usr/lib/lbfast/bin/python3\n")       # where the package puts it
+    lbfast = [venv / "bin/python", venv / "bin/lbfast"]
+    assert subprocess.run([*lbfast, "--version"], **run).stdout == "lbfast 0.1.0\n"
+    assert "valid" in subprocess.run([*lbfast, "check", "--config", tmp_path / "etc/lbfast/lbfast.json"], **run).stdout
+    where = subprocess.run([venv / "bin/python", "-c",
                             "import bcc, lbfast.xdp.consts as c; print(c.CONSTS_H.is_file(), c.BPF_DIR)"], **run).stdout
     assert where == f"True {tmp_path}/usr/lib/lbfast/lib/python3.11/site-packages/lbfast/bpf_src\n"
