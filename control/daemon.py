@@ -247,6 +247,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         if self.xdp is not None:
             recount = asyncio.ensure_future(self._recount_xdp_connections())
         log.info("lbfast running: %d frontends, data plane %s, control socket %s",
@@ -270,6 +271,12 @@ class Daemon:
                 await self.in_xdp_thread(self.xdp.close)
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (logrotate): the L7 workers write the access logs; they reopen them."""
+        for w in self.l7.workers:
+            if w.pid is not None:
+                os.kill(w.pid, signal.SIGUSR1)
 
     # -- control socket -------------------------------------------------------------
     async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt,
                       ValidationInfo, field_validator)
 
-from lbfast.enums import (Algorithm, CheckType, CipherSuite, DataplaneMode, HaMode, OnMarkedDown,
+from lbfast.enums import (AccessLogFormat, Algorithm, CheckType, CipherSuite, DataplaneMode, HaMode, OnMarkedDown,
                           Protocol, ProxyProtocol, ServerMode, Stickiness, XdpMode)
 
 
@@ -150,6 +150,7 @@ class Frontend(Identified):
     timeout_client_ms: Millis = 300_000
     certificates: list[Name] = Field(default_factory=list)
     cipher_suite: CipherSuite = CipherSuite.RECOMMENDED
+    access_log: StrictBool = False            # a line per request (http/https) or connection (tcp)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -181,6 +182,12 @@ class Ip(Identified):
     organization_id: str = ""
     project_id: str = ""
     created_at: datetime | None = None
+
+
+class AccessLogSection(Strict):
+    """Where frontends with access_log: true write, and how (SIGUSR1 reopens the file)."""
+    path: str_len(1, 4096) = "/var/log/lbfast/access.log"
+    format: AccessLogFormat = AccessLogFormat.HTTPLOG
 
 
 class ApiSection(Strict):
@@ -279,6 +286,7 @@ class Config(Strict):
     lbs: list[LoadBalancer] = Field(default_factory=list)
     ips: list[Ip] = Field(default_factory=list)
     ha: HaSection = Field(default_factory=HaSection)
+    access_log: AccessLogSection = Field(default_factory=AccessLogSection)
     last_ids: dict[str, StrictInt] = Field(default_factory=dict)   # highest id issued per kind
 
 
