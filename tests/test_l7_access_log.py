@@ -13,7 +13,9 @@ import pytest
 
 from lbfast.enums import AccessLogFormat
 from lbfast.spec import AccessLogSpec
+from tests.apihttp import ApiDaemon
 from tests.l7_harness import L7Runner, Recorder, backend, free_port, frontend
+from tests.lbrun import wait_for
 
 LINE = re.compile(r'^(?P<client_ip>[\d.]+):(?P<client_port>\d+) \[(?P<date>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3})\] '
                   r'(?P<frontend>\S+) (?P<backend>\S+)/(?P<server>\S+) '
@@ -168,3 +170,47 @@ def test_sigusr1_reopens_and_off_writes_nothing(runner, tmp_path):
     time.sleep(0.5)
     assert len(lines(log)) == 1
     rec.close()
+
+
+def test_scaleway_enable_access_logs_reaches_the_workers(tmp_path):
+    """Scaleway's enable_access_logs is the frontend's access_log; config access_log says where."""
+    log = tmp_path / "access.log"
+    rec = Recorder()
+    srv = ApiDaemon(tmp_path, config={"access_log": {"path": str(log), "format": "json"}})
+    try:
+        api = srv.api
+        lb = api.ok(api.scw("POST", "/lbs", {"name": "lb", "description": "", "project_id": "p", "tags": []}))
+        be = api.ok(api.scw("POST", f"/lbs/{lb['id']}/backends", {
+            "name": "web", "forward_protocol": "http", "forward_port": rec.port,
+            "forward_port_algorithm": "roundrobin", "sticky_sessions": "none", "sticky_sessions_cookie_name": "",
+            "server_ip": ["127.0.0.1"], "health_check": {"port": rec.port, "check_delay": "1s",
+                                                         "check_timeout": "500ms", "check_max_retries": 3,
+                                                         "tcp_config": {}}}))
+        port = free_port()
+        fe = api.ok(api.scw("POST", f"/lbs/{lb['id']}/frontends", {
+            "name": "front", "inbound_port": port, "backend_id": be["id"], "enable_access_logs": True}))
+        assert fe["enable_access_logs"] is True
+        assert srv.file()["lbs"][0]["frontends"][0]["access_log"] is True
+        vip = lb["ip"][0]["ip_address"]
+        wait_for(lambda: ask(vip, port) == "ok", what="the frontend")
+        # before the server's first check passes: 503, no server, ended at connect by the LB side
+        logged = wait_for(lambda: [json.loads(x) for x in lines(log) if '"status":200' in x], what="a 200 line")
+        f = logged[0]
+        assert (f["frontend"], f["backend"], f["server"]) == ("front", "web", f"127.0.0.1:{rec.port}")
+        for f in (json.loads(x) for x in lines(log) if '"status":503' in x):
+            assert (f["server"], f["termination"], f["Tc"], f["Tr"]) == ("<NOSRV>", "SC", -1, -1)
+    finally:
+        srv.close()
+        rec.close()
+
+
+def ask(host: str, port: int) -> str:
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.sendall(REQUEST)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError:
+        return ""
+    return data.rpartition(b"\r\n\r\n")[2].decode() if data.startswith(b"HTTP/1.1 200") else ""
