@@ -15,6 +15,7 @@ from control import runtime, sdnotify
 from control.ha import HaManager
 from control.health import HealthMonitor
 from control.sync import backend_specs, frontend_specs
+from lbfast import access_log
 from lbfast.enums import DataplaneMode, Health, OnMarkedDown, Protocol, ProxyProtocol
 from lbfast.l4proxy import L4Proxy
 from lbfast.l7 import L7Dataplane
@@ -264,6 +265,7 @@ class Daemon:
             ctl.close()
             await self.l4.drain(self.grace_s)
             await self.l4.close()
+            access_log.close_all()
             await self.l7.close()
             await self.health.close()
             if self.xdp is not None:         # detaches: the kernel stack sees the VIP traffic again
@@ -273,7 +275,8 @@ class Daemon:
             runtime.remove_pidfile(self.pidfile)
 
     def reopen_logs(self) -> None:
-        """SIGUSR1 (logrotate): the L7 workers write the access logs; they reopen them."""
+        """SIGUSR1 (logrotate): the access logs are reopened here (L4) and in the L7 workers."""
+        access_log.reopen_all()
         for w in self.l7.workers:
             if w.pid is not None:
                 os.kill(w.pid, signal.SIGUSR1)

@@ -10,7 +10,7 @@ from collections import deque
 from lbfast import proxy_header
 from lbfast.enums import ProxyProtocol
 from lbfast.l7._http import FRAME_CHUNKED, FRAME_NONE, RequestReader, chunk_size_line
-from lbfast.l7.access_log import RequestLog, termination
+from lbfast.access_log import RequestLog, termination
 from lbfast.l7.errors import BadRequest, BadResponse
 from lbfast.l7.pages import error_page
 from lbfast.l7.upstream import ServerConn

@@ -9,7 +9,7 @@ import logging
 import signal
 import socket
 
-from lbfast.l7 import access_log
+from lbfast import access_log
 from lbfast.l7.channel import Channel
 from lbfast.l7.proxy import L7Proxy
 

@@ -1,5 +1,6 @@
 """Access logs: one line per HTTP request in HAProxy's httplog shape (or the same fields as
-JSON), and one per L4 connection. Lines are batched and handed to a writer thread, so a
+JSON), and one per connection of a userspace L4 frontend (tcplog's shape). XDP-forwarded
+frontends have none: their connections never reach userspace. Lines are batched and handed to a writer thread, so a
 slow disk never stalls the event loop; SIGUSR1 reopens the files (logrotate).
 
 httplog line, as HAProxy users read it:
@@ -12,7 +13,10 @@ server, 0 on a reused connection) / Tr (server's response head) / Ta (total), st
 bytes to the client, bytes from the client, termination state, request line. -1 marks a
 phase never reached. Termination state: first letter who ended it (- normally, C client,
 S server, c client timeout, s server timeout), second the phase (R request, C connect,
-H waiting for the response head, D data, - none)."""
+H waiting for the response head, D data, - none).
+
+tcplog line: client, [date], frontend, backend/server, Tw/Tc/Tt (Tw 0: no queue; Tc
+connect, Tt total), bytes to the client, bytes from the client, termination state."""
 import concurrent.futures
 import logging
 import os
@@ -191,3 +195,40 @@ def termination(who: str, rec: RequestLog, request_done: bool) -> str:
     else:
         phase = "D"
     return who + phase
+
+
+class ConnectionLog:
+    """What one L4 connection's line needs (loop times)."""
+    __slots__ = ("spec", "frontend", "client", "wall", "start", "connected_at", "server", "bytes_out",
+                 "bytes_in", "state")
+
+    def __init__(self, spec, frontend: str, client: tuple[str, int], now: float):
+        self.spec = spec
+        self.frontend = frontend
+        self.client = client
+        self.wall = time.time()
+        self.start = now
+        self.connected_at = None
+        self.server = None
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.state = ""             # set by who ends it early (SC, cD); else from the close
+
+    def fields(self, end: float, backend: str, aborted: bool) -> dict:
+        server = self.server
+        state = self.state or ("CD" if aborted else "--")
+        return {"client_ip": self.client[0], "client_port": self.client[1], "date": self.wall,
+                "frontend": self.frontend, "backend": backend,
+                "server": NO_SERVER if server is None else (server.spec.label or server.key),
+                "Tw": 0, "Tc": ms(self.start, self.connected_at), "Tt": ms(self.start, end),
+                "bytes_out": self.bytes_out, "bytes_in": self.bytes_in, "termination": state}
+
+    def write(self, loop, backend: str, aborted: bool) -> None:
+        f = self.fields(loop.time(), backend, aborted)
+        if self.spec.format == AccessLogFormat.JSON:
+            line = format_line(self.spec.format, f)
+        else:
+            line = (f"{f['client_ip']}:{f['client_port']} [{clock_date(f['date'])}] {f['frontend']} "
+                    f"{f['backend']}/{f['server']} {f['Tw']}/{f['Tc']}/{f['Tt']} "
+                    f"{f['bytes_out']} {f['bytes_in']} {f['termination']}\n")
+        file_for(self.spec).write(line, loop)
