@@ -20,6 +20,7 @@ connect, Tt total), bytes to the client, bytes from the client, termination stat
 import concurrent.futures
 import logging
 import os
+import re
 import time
 
 import orjson
@@ -34,15 +35,21 @@ FLUSH_BYTES = 64 * 1024
 NO_SERVER = "<NOSRV>"
 # quotes, backslashes and control bytes of a request line are escaped as \xNN
 _ESCAPE = {c: f"\\x{c:02x}" for c in (*range(32), 34, 92, 127)}
+_NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\\x7f]')
 
 
-def ms(start: float, end: float | None) -> int:
+def ms(start: float | None, end: float | None) -> int:
     return -1 if end is None or start is None else round((end - start) * 1000)
 
 
+_second = [-1, ""]          # the last second formatted: a busy log formats each second once
+
+
 def clock_date(wall: float) -> str:
-    t = time.localtime(wall)
-    return time.strftime("%d/%b/%Y:%H:%M:%S", t) + f".{int(wall * 1000) % 1000:03d}"
+    second = int(wall)
+    if second != _second[0]:
+        _second[0], _second[1] = second, time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(second))
+    return f"{_second[1]}.{int(wall * 1000) % 1000:03d}"
 
 
 class AccessLogFile:
@@ -130,13 +137,14 @@ def close_all() -> None:
 
 
 def escape(raw: bytes) -> str:
-    return raw.decode("latin-1").translate(_ESCAPE)
+    text = raw.decode("latin-1")
+    return text.translate(_ESCAPE) if _NEEDS_ESCAPE.search(raw) else text
 
 
 class RequestLog:
     """What one request's log line needs, filled in as the exchange goes (loop times)."""
     __slots__ = ("spec", "frontend", "client", "wall", "start", "head_at", "started_at", "connect_at",
-                 "sent_at", "response_at", "status", "bytes_out", "bytes_in", "request", "server")
+                 "sent_at", "response_at", "status", "bytes_out", "bytes_in", "head", "server")
 
     def __init__(self, spec, frontend: str, client: tuple[str, int], head, start: float, now: float):
         self.spec = spec
@@ -153,8 +161,11 @@ class RequestLog:
         self.bytes_out = 0
         self.bytes_in = 0
         self.server = None
-        minor = head.http_minor
-        self.request = f"{escape(head.method)} {escape(head.target[:2048])} HTTP/1.{minor}"
+        self.head = head
+
+    def request(self) -> str:
+        head = self.head
+        return f"{escape(head.method)} {escape(head.target[:2048])} HTTP/1.{head.http_minor}"
 
     def fields(self, end: float, termination: str, backend: str) -> dict:
         server = self.server
@@ -167,11 +178,22 @@ class RequestLog:
                 "Tq": ms(self.start, self.head_at), "Tw": ms(self.head_at, self.started_at), "Tc": tc,
                 "Tr": ms(self.sent_at, self.response_at), "Ta": ms(self.start, end),
                 "status": self.status, "bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
-                "termination": termination, "request": self.request}
+                "termination": termination, "request": self.request()}
 
     def write(self, loop, termination: str, backend: str) -> None:
-        f = self.fields(loop.time(), termination, backend)
-        file_for(self.spec).write(format_line(self.spec.format, f), loop)
+        end = loop.time()
+        if self.spec.format == AccessLogFormat.JSON:
+            line = format_line(self.spec.format, self.fields(end, termination, backend))
+        else:                   # the same fields as fields(), without the dict: it runs per request
+            server = self.server
+            name = NO_SERVER if server is None else (server.spec.label or server.key)
+            start, sent = self.start, self.sent_at
+            tc = -1 if sent is None else (0 if self.connect_at is None else round((sent - self.connect_at) * 1000))
+            line = (f"{self.client[0]}:{self.client[1]} [{clock_date(self.wall)}] {self.frontend} "
+                    f"{backend}/{name} {round((self.head_at - start) * 1000)}/{ms(self.head_at, self.started_at)}/"
+                    f"{tc}/{ms(sent, self.response_at)}/{round((end - start) * 1000)} {self.status} "
+                    f"{self.bytes_out} {self.bytes_in} {termination} \"{self.request()}\"\n")
+        file_for(self.spec).write(line, loop)
 
 
 def format_line(fmt: AccessLogFormat, f: dict) -> str:
