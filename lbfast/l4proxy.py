@@ -337,7 +337,7 @@ class L4Proxy:
 
     async def _listen(self, state: FrontendState) -> asyncio.base_events.Server:
         spec = state.spec
-        sock = listening_socket(spec.address, spec.port)
+        sock = listening_socket(spec.address, spec.port, name=spec.name)
         return await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(Session(self, state, state.pool)), sock=sock)
 

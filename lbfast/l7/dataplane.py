@@ -161,7 +161,7 @@ class L7Dataplane:
                 if key not in self.sockets:
                     new[key] = []
                     for _ in range(n):
-                        new[key].append(listening_socket(f.address, f.port, reuseport=True))
+                        new[key].append(listening_socket(f.address, f.port, reuseport=True, name=f.name))
         except OSError:
             for socks in new.values():
                 for s in socks:
