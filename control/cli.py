@@ -309,8 +309,11 @@ def stats(socket_path, as_json):
         return
     print_table(st["frontends"], ["name", "address", "port", "active", "total", "bytes_in", "bytes_out", "refused"])
     click.echo()
-    rows = [dict(s, backend=bid) for bid, servers in st["backends"].items() for s in servers]
-    print_table(rows, ["backend", "key", "up", "active", "total", "bytes_in", "bytes_out", "failed"])
+    names = {str(f["backend_id"]): f["backend"] for f in daemon_request(socket_path, "status")["frontends"]}
+    rows = [dict(s, backend=names.get(bid, bid), server=s.get("label") or s["key"],
+                 state="UP" if s["up"] else "DOWN")
+            for bid, servers in st["backends"].items() for s in servers]
+    print_table(rows, ["backend", "server", "state", "active", "total", "bytes_in", "bytes_out", "failed"])
 
 
 # -- object commands ------------------------------------------------------------------

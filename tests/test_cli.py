@@ -1,5 +1,6 @@
 """The lbfast CLI: offline config editing with tables and --json, `check` like haproxy -c,
 and status/stats/reload against a running daemon."""
+import re
 import subprocess
 import sys
 
@@ -97,6 +98,11 @@ def test_check_exit_codes(lbfast, tmp_path):
     assert orjson.loads(r.output)["errors"] == [{"field": "lbs[0].client_conn_throttle", "message": "must be 0..20"}]
 
 
+def test_version():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert (r.exit_code, r.output) == (0, "lbfast 0.1.0\n")
+
+
 def test_help_everywhere():
     for args in (["--help"], ["lb", "--help"], ["server", "create", "--help"], ["run", "--help"]):
         r = CliRunner().invoke(cli, args)
@@ -119,6 +125,8 @@ def test_status_stats_reload_against_a_running_daemon(tmp_path):
         assert st.returncode == 0 and "data plane: userspace" in st.stdout and "127.0.0.1:" in st.stdout
         js = orjson.loads(run("stats", "--json").stdout)
         assert js["frontends"][0]["total"] == 1
+        table = run("stats").stdout        # backends by name, servers UP/DOWN
+        assert re.search(rf"^app\s+127\.0\.0\.1:{backends.http['a']}\s+UP\s+0\s+1\s", table, re.M), table
         rl = run("reload")
         assert rl.returncode == 0 and "reloaded" in rl.stdout
         assert d.status()["reloads"] == 1
