@@ -211,7 +211,9 @@ def run(config_path, socket_path, pidfile, log_level, grace):
 @config_option
 @json_option
 def check(config_path, as_json):
-    """Validate a config file and print a summary (exit 2 when invalid)."""
+    """Validate a config file and print a summary (exit 2 when invalid, or when `lbfast run`
+    would refuse it on this host: unknown XDP interfaces, a public API without a token, a
+    VIP this host cannot reach)."""
     try:
         cfg = configfile.load(config_path)
     except configfile.ConfigError as e:
@@ -220,12 +222,23 @@ def check(config_path, as_json):
         else:
             click.echo(f"{config_path}: invalid\n{e}", err=True)
         sys.exit(2)
+    from control import hostcheck
+    refused = hostcheck.problems(cfg)
+    if refused:
+        if as_json:
+            print_json({"valid": True, "runnable": False,
+                        "errors": [{"field": p, "message": m} for p, m in refused]})
+        else:
+            click.echo(f"{config_path}: valid, but `lbfast run` would refuse it on this host:", err=True)
+            for field, message in refused:
+                click.echo(f"  {field}: {message}", err=True)
+        sys.exit(2)
     rows = [{"lb": lb.name, "vip": lb.vip, "frontend": f.name, "port": f.port,
              "protocol": configfile.frontend_protocol(lb, f), "backend": f.backend,
              "servers": len(next(b for b in lb.backends if b.name == f.backend).servers)}
             for lb in cfg.lbs for f in lb.frontends]
     if as_json:
-        print_json({"valid": True, "frontends": rows})
+        print_json({"valid": True, "runnable": True, "frontends": rows})
     else:
         click.echo(f"{config_path}: valid, {len(cfg.lbs)} load balancer(s), {len(rows)} frontend(s)")
         print_table(rows, ["lb", "vip", "frontend", "port", "protocol", "backend", "servers"])
