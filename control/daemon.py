@@ -273,6 +273,7 @@ class Daemon:
                 await self.in_xdp_thread(self.xdp.close)
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)
+            log.info("lbfast stopped: listeners closed, XDP detached, control socket removed")
 
     def reopen_logs(self) -> None:
         """SIGUSR1 (logrotate): the access logs are reopened here (L4) and in the L7 workers."""
