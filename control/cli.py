@@ -287,11 +287,12 @@ def status(socket_path, as_json):
                + (f"  last error: {st['last_error']}" if st["last_error"] else ""))
     if st.get("ha", {}).get("mode", "none") != "none":
         print_ha(st["ha"])
+    no_server = {"key": "(no servers)", "mode": "", "health": "-", "active": 0, "total": 0}
     rows = [{"frontend": f["frontend"], "listen": f["listen"], "proto": f["protocol"],
              "algorithm": f["algorithm"], "server": s["key"], "mode": s["mode"],
              "state": s.get("health") or ("UP" if s["up"] else "DOWN"), "active": s["active"],
              "total": s["total"], "last check": s.get("last_reason", "")}
-            for f in st["frontends"] for s in f["servers"]]
+            for f in st["frontends"] for s in (f["servers"] or [no_server])]
     print_table(rows, ["frontend", "listen", "proto", "algorithm", "server", "mode", "state", "active", "total",
                        "last check"])
 

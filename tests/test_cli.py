@@ -138,6 +138,19 @@ def test_status_stats_reload_against_a_running_daemon(tmp_path):
     assert gone.returncode == 1 and "no lbfast daemon" in gone.stderr
 
 
+def test_status_lists_a_frontend_without_servers(tmp_path):
+    port = free_port("127.0.0.12")
+    cfg = {"lbs": [{"name": "web", "vip": "127.0.0.12", "backends": [{"name": "empty", "forward_port": 80}],
+                    "frontends": [{"name": "waiting", "port": port, "backend": "empty"}]}]}
+    d = Daemon(tmp_path, cfg)
+    try:
+        out = subprocess.run([sys.executable, "-m", "control.cli", "status", "--socket", d.socket],
+                             capture_output=True, text=True).stdout
+        assert re.search(rf"^waiting\s+127\.0\.0\.12:{port}\s+tcp\s+roundrobin\s+\(no servers\)\s+-\s", out, re.M), out
+    finally:
+        d.close()
+
+
 def test_sigterm_lets_open_sessions_finish(tmp_path):
     backends = Backends(["a"])
     port = free_port("127.0.0.12")
