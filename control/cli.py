@@ -571,6 +571,20 @@ def server_delete(config_path, lb_ref, backend_ref, server_ref):
     edit(config_path, lambda c: c.delete_server(lb_ref, backend_ref, server_ref))
 
 
+# The object commands share their verbs: one help line per verb, filled in per object.
+VERB_HELP = {
+    "create": "Create a {what} (options: its fields).",
+    "list": "List the {what}s (a table, or JSON with --json).",
+    "show": "Show one {what} by name or id.",
+    "update": "Change the given fields of a {what}; the others stay.",
+    "delete": "Delete a {what}.",
+}
+for _group, _what in ((lb, "load balancer"), (backend, "backend"), (frontend, "frontend"), (server, "server")):
+    for _verb, _command in _group.commands.items():
+        if not _command.help and _verb in VERB_HELP:
+            _command.help = VERB_HELP[_verb].format(what=_what)
+
+
 def main():
     cli(prog_name="lbfast")
 

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import click
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -107,6 +108,14 @@ def test_help_everywhere():
     for args in (["--help"], ["lb", "--help"], ["server", "create", "--help"], ["run", "--help"]):
         r = CliRunner().invoke(cli, args)
         assert r.exit_code == 0 and "Usage:" in r.output
+
+    def without_help(group, path):
+        for name, command in group.commands.items():
+            if not command.help:
+                yield " ".join([*path, name])
+            if isinstance(command, click.Group):
+                yield from without_help(command, [*path, name])
+    assert list(without_help(cli, [])) == []
 
 
 def test_status_stats_reload_against_a_running_daemon(tmp_path):
