@@ -1,6 +1,6 @@
 """lbfast: XDP/eBPF L4 and Cython L7 load balancer for bare-metal Linux hosts."""
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 extensions = [
     Extension("lbfast._maglev", ["lbfast/_maglev.pyx"]),
@@ -13,9 +13,11 @@ extensions = [
 setup(
     name="lbfast",
     version="0.1.0",
-    packages=["lbfast", "lbfast.l7", "control", "control.status"],
-    package_data={"lbfast": ["*.pyx", "*.pxd", "*.pyi"], "lbfast.l7": ["*.pyx", "*.pxd", "*.pyi"],
-                  "control.status": ["static/*"]},
+    packages=find_packages(include=["lbfast", "lbfast.*", "control", "control.*"]),
+    # lbfast/bpf_src is a link to bpf/: the wheel carries the XDP program's C sources as
+    # files, and the loader finds them beside the package wherever it is installed.
+    package_data={"lbfast": ["*.pyx", "*.pxd", "*.pyi", "bpf_src/*.c", "bpf_src/*.h"],
+                  "lbfast.l7": ["*.pyx", "*.pxd", "*.pyi"], "control.status": ["static/*"]},
     ext_modules=cythonize(extensions, language_level=3),
     python_requires=">=3.11",
     install_requires=[

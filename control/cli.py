@@ -181,6 +181,7 @@ def lookup(path: str, fn):
 
 # -- the command group ---------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lbfast", message="lbfast %(version)s")
 def cli():
     """lbfast: XDP/eBPF L4 and Cython L7 load balancer."""
 
@@ -194,9 +195,8 @@ def cli():
               help="Seconds open sessions get to finish on SIGTERM.")
 def run(config_path, socket_path, pidfile, log_level, grace):
     """Run the daemon in the foreground (SIGHUP reloads, SIGTERM stops)."""
-    import logging
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from control import journal
+    journal.configure(log_level)
     from control import daemon
     try:
         daemon.run(config_path, socket_path, pidfile, grace)
@@ -212,7 +212,9 @@ def run(config_path, socket_path, pidfile, log_level, grace):
 @config_option
 @json_option
 def check(config_path, as_json):
-    """Validate a config file and print a summary (exit 2 when invalid)."""
+    """Validate a config file and print a summary (exit 2 when invalid, or when `lbfast run`
+    would refuse it on this host: unknown XDP interfaces, a public API without a token, a
+    VIP this host cannot reach)."""
     try:
         cfg = configfile.load(config_path)
     except configfile.ConfigError as e:
@@ -221,12 +223,23 @@ def check(config_path, as_json):
         else:
             click.echo(f"{config_path}: invalid\n{e}", err=True)
         sys.exit(2)
+    from control import hostcheck
+    refused = hostcheck.problems(cfg)
+    if refused:
+        if as_json:
+            print_json({"valid": True, "runnable": False,
+                        "errors": [{"field": p, "message": m} for p, m in refused]})
+        else:
+            click.echo(f"{config_path}: valid, but `lbfast run` would refuse it on this host:", err=True)
+            for field, message in refused:
+                click.echo(f"  {field}: {message}", err=True)
+        sys.exit(2)
     rows = [{"lb": lb.name, "vip": lb.vip, "frontend": f.name, "port": f.port,
              "protocol": configfile.frontend_protocol(lb, f), "backend": f.backend,
              "servers": len(next(b for b in lb.backends if b.name == f.backend).servers)}
             for lb in cfg.lbs for f in lb.frontends]
     if as_json:
-        print_json({"valid": True, "frontends": rows})
+        print_json({"valid": True, "runnable": True, "frontends": rows})
     else:
         click.echo(f"{config_path}: valid, {len(cfg.lbs)} load balancer(s), {len(rows)} frontend(s)")
         print_table(rows, ["lb", "vip", "frontend", "port", "protocol", "backend", "servers"])
@@ -275,11 +288,12 @@ def status(socket_path, as_json):
                + (f"  last error: {st['last_error']}" if st["last_error"] else ""))
     if st.get("ha", {}).get("mode", "none") != "none":
         print_ha(st["ha"])
+    no_server = {"key": "(no servers)", "mode": "", "health": "-", "active": 0, "total": 0}
     rows = [{"frontend": f["frontend"], "listen": f["listen"], "proto": f["protocol"],
              "algorithm": f["algorithm"], "server": s["key"], "mode": s["mode"],
              "state": s.get("health") or ("UP" if s["up"] else "DOWN"), "active": s["active"],
              "total": s["total"], "last check": s.get("last_reason", "")}
-            for f in st["frontends"] for s in f["servers"]]
+            for f in st["frontends"] for s in (f["servers"] or [no_server])]
     print_table(rows, ["frontend", "listen", "proto", "algorithm", "server", "mode", "state", "active", "total",
                        "last check"])
 
@@ -310,8 +324,11 @@ def stats(socket_path, as_json):
         return
     print_table(st["frontends"], ["name", "address", "port", "active", "total", "bytes_in", "bytes_out", "refused"])
     click.echo()
-    rows = [dict(s, backend=bid) for bid, servers in st["backends"].items() for s in servers]
-    print_table(rows, ["backend", "key", "up", "active", "total", "bytes_in", "bytes_out", "failed"])
+    names = {str(f["backend_id"]): f["backend"] for f in daemon_request(socket_path, "status")["frontends"]}
+    rows = [dict(s, backend=names.get(bid, bid), server=s.get("label") or s["key"],
+                 state="UP" if s["up"] else "DOWN")
+            for bid, servers in st["backends"].items() for s in servers]
+    print_table(rows, ["backend", "server", "state", "active", "total", "bytes_in", "bytes_out", "failed"])
 
 
 @cli.command()
@@ -563,6 +580,20 @@ def server_update(config_path, as_json, lb_ref, backend_ref, server_ref, **opts)
 @click.argument("server_ref")
 def server_delete(config_path, lb_ref, backend_ref, server_ref):
     edit(config_path, lambda c: c.delete_server(lb_ref, backend_ref, server_ref))
+
+
+# The object commands share their verbs: one help line per verb, filled in per object.
+VERB_HELP = {
+    "create": "Create a {what} (options: its fields).",
+    "list": "List the {what}s (a table, or JSON with --json).",
+    "show": "Show one {what} by name or id.",
+    "update": "Change the given fields of a {what}; the others stay.",
+    "delete": "Delete a {what}.",
+}
+for _group, _what in ((lb, "load balancer"), (backend, "backend"), (frontend, "frontend"), (server, "server")):
+    for _verb, _command in _group.commands.items():
+        if not _command.help and _verb in VERB_HELP:
+            _command.help = VERB_HELP[_verb].format(what=_what)
 
 
 def main():

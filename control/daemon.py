@@ -16,11 +16,12 @@ from pathlib import Path
 import orjson
 
 from control import config as configfile
-from control import runtime
+from control import runtime, sdnotify
 from control.ha import HaManager
 from control.health import HealthMonitor
 from control.status import StatusView
 from control.sync import backend_specs, frontend_specs
+from lbfast import access_log
 from lbfast.enums import DataplaneMode, Health, OnMarkedDown, Protocol, ProxyProtocol
 from lbfast.l4proxy import L4Proxy
 from lbfast.l7 import L7Dataplane
@@ -122,13 +123,15 @@ class Daemon:
     def _health_changed(self, backend_id: int, server_key: str, health: Health, reason: str) -> None:
         up = health != Health.DOWN
         self._set_health(backend_id, server_key, up)
+        sdnotify.notify(STATUS=self.summary())
         backend = self.backends.get(backend_id)
         if not up and backend is not None and backend.on_marked_down == OnMarkedDown.SHUTDOWN_SESSIONS:
             n = self.l4.close_server_sessions(backend_id, server_key)
             self.l7.close_server_sessions(backend_id, server_key)
             if self.xdp is not None:
                 n += self.xdp.purge_server(backend_id, server_key)
-            log.warning("%s is down: shut down its sessions (%d L4 flows)", server_key, n)
+            log.warning("%s is down: shut down its sessions (%d L4 flows)", server_key, n,
+                        extra={"backend": backend_id, "server": server_key})
 
     def _passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
         """Linode check_passive: a failed connect or a 5xx takes the server out at once."""
@@ -168,10 +171,13 @@ class Daemon:
                 new = configfile.load(self.config_path)
                 await self.apply(new)
             except Exception as e:
-                return False, self._refused("reload", e)
+                reason = self._refused("reload", e)
+                sdnotify.notify(STATUS=f"{self.summary()}; last reload rejected")
+                return False, reason
             self.reloads += 1
             self.last_error = ""
             log.info("reloaded %s: %d load balancers", self.config_path, len(new.lbs))
+            sdnotify.notify(STATUS=self.summary())
             return True, "reloaded"
 
     # -- failures -------------------------------------------------------------------
@@ -248,14 +254,35 @@ class Daemon:
             self.dataplane_reason = f"userspace L4 proxy: {why}"
         log.info("data plane: %s", self.dataplane_reason)
 
+    def summary(self) -> str:
+        """One line for `systemctl status`: what serves and what is up."""
+        checks = self.health.status()
+        servers = [(b.id, s.key) for b in self.backends.values() for s in b.servers]
+        up = sum(1 for key in servers if key not in checks or checks[key].health != Health.DOWN)
+        frontends = len(self.xdp_frontends) + len(self.user_frontends)
+        return f"{frontends} frontends, {up}/{len(servers)} servers up, data plane {self.dataplane_name()}"
+
+    def dataplane_name(self) -> str:
+        return "xdp" if self.xdp is not None else self.l4.name
+
+    async def _heartbeat(self, every_s: float) -> None:
+        """systemd's watchdog: beats only while the event loop turns."""
+        while True:
+            sdnotify.notify(WATCHDOG=1)
+            await asyncio.sleep(every_s)
+
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT (returns) or a failure (raises DaemonFailed)."""
         self.loop = asyncio.get_running_loop()
         hook, threading.excepthook = threading.excepthook, self._thread_died
+        every_s = sdnotify.watchdog_interval_s()
+        heartbeat = asyncio.ensure_future(self._heartbeat(every_s)) if every_s else None
         try:
             await self._run()
         finally:
             threading.excepthook = hook
+            if heartbeat is not None:
+                heartbeat.cancel()
         if self.failure:
             raise DaemonFailed(self.failure)
 
@@ -284,14 +311,17 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         if self.xdp is not None:
             recount = self.watch(asyncio.ensure_future(self._recount_xdp_connections()),
                                  "the XDP connection recount")
         log.info("lbfast running: %d frontends, data plane %s, control socket %s",
                  len(self.l4.frontends), self.dataplane_reason, self.socket_path)
+        sdnotify.notify(READY=1, STATUS=self.summary(), MAINPID=os.getpid())
         try:
             await self.stopping.wait()
         finally:
+            sdnotify.notify(STOPPING=1, STATUS="stopping")
             log.info("stopping: %d open sessions get up to %.0fs", len(self.l4.sessions), self.grace_s)
             await self.ha.stop()            # VIPs move or are withdrawn while the listeners still serve
             if self.api is not None:        # no changes while the data planes drain
@@ -299,6 +329,7 @@ class Daemon:
             ctl.close()
             await self.l4.drain(self.grace_s)
             await self.l4.close()
+            access_log.close_all()
             await self.l7.close()
             await self.health.close()
             if self.xdp is not None:         # detaches: the kernel stack sees the VIP traffic again
@@ -306,6 +337,14 @@ class Daemon:
                 await self.in_xdp_thread(self.xdp.close)
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)
+            log.info("lbfast stopped: listeners closed, XDP detached, control socket removed")
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (logrotate): the access logs are reopened here (L4) and in the L7 workers."""
+        access_log.reopen_all()
+        for w in self.l7.workers:
+            if w.pid is not None:
+                os.kill(w.pid, signal.SIGUSR1)
 
     # -- control socket -------------------------------------------------------------
     async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -398,7 +437,7 @@ class Daemon:
             frontends += [f.status_row("xdp", active.get(f.id, 0), x["backends"].get(str(f.backend.id), []))
                           for f in self.xdp_frontends]
         self._add_health(frontends)
-        name = "xdp" if self.xdp is not None else self.l4.name
+        name = self.dataplane_name()
         return {"pid": os.getpid(), "config": os.path.abspath(self.config_path),
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "dataplane": {"name": name, "reason": self.dataplane_reason},

@@ -167,3 +167,18 @@ def bpffs_dir(v: str) -> str:
 
 
 BpffsDir = Annotated[str, AfterValidator(bpffs_dir)]
+
+
+def log_file(v: str) -> str:
+    """An absolute file path in normal form, of portable file-name characters: the daemon
+    (root) opens it for appending, so it must say exactly which file."""
+    if not 1 <= len(v) <= 4096:
+        raise ValueError("must be 1..4096 characters")
+    if not re.fullmatch(r"[A-Za-z0-9_.@+/-]+", v):
+        raise ValueError(f"{shown(v)} is not a path of letters, digits, _.@+-/")
+    if not v.startswith("/") or os.path.normpath(v) != v or v.endswith("/"):
+        raise ValueError(f"{shown(v)} is not an absolute path in normal form")
+    return v
+
+
+LogFile = Annotated[str, AfterValidator(log_file)]

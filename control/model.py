@@ -9,9 +9,10 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, 
                       ValidationInfo, field_validator)
 
 from control.grammar import (ApiToken, BpffsDir, CookieName, DnsName, HttpHost, HttpToken, HttpUri,
-                             Ident, InterfaceName, IpAddress, Listen, Network, Pem, ProtocolUser,
+                             Ident, InterfaceName, IpAddress, Listen, LogFile, Network, Pem, ProtocolUser,
                              ServerName, UnscopedIpAddress, Uuid, Word, free_text, object_kind, pattern, text)
-from lbfast.enums import (Algorithm, CheckType, CipherSuite, DataplaneMode, HaMode, OnMarkedDown,
+from lbfast.enums import (AccessLogFormat, Algorithm, CheckType, CipherSuite, DataplaneMode, HaMode,
+                          OnMarkedDown,
                           Protocol, ProxyProtocol, ServerMode, Stickiness, XdpMode)
 
 
@@ -122,6 +123,7 @@ class Frontend(Identified):
     timeout_client_ms: Millis = 300_000
     certificates: list[Name] = Field(default_factory=list)
     cipher_suite: CipherSuite = CipherSuite.RECOMMENDED
+    access_log: StrictBool = False            # a line per request (http/https) or connection (tcp)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -153,6 +155,12 @@ class Ip(Identified):
     organization_id: Ident = ""
     project_id: Ident = ""
     created_at: datetime | None = None
+
+
+class AccessLogSection(Strict):
+    """Where frontends with access_log: true write, and how (SIGUSR1 reopens the file)."""
+    path: LogFile = "/var/log/lbfast/access.log"
+    format: AccessLogFormat = AccessLogFormat.HTTPLOG
 
 
 class ApiSection(Strict):
@@ -246,6 +254,7 @@ class Config(Strict):
     lbs: list[LoadBalancer] = Field(default_factory=list)
     ips: list[Ip] = Field(default_factory=list)
     ha: HaSection = Field(default_factory=HaSection)
+    access_log: AccessLogSection = Field(default_factory=AccessLogSection)
     last_ids: dict[str, StrictInt] = Field(default_factory=dict)   # highest id issued per kind
 
     @field_validator("last_ids")

@@ -2,7 +2,7 @@
 diff and apply (lbfast never sees the model itself)."""
 from control.config import frontend_protocol
 from control.model import Backend, Config, HealthCheck, LoadBalancer
-from lbfast.spec import BackendSpec, CertificateSpec, FrontendSpec, HealthCheckSpec, ServerSpec
+from lbfast.spec import AccessLogSpec, BackendSpec, CertificateSpec, FrontendSpec, HealthCheckSpec, ServerSpec
 
 
 def health_spec(hc: HealthCheck) -> HealthCheckSpec:
@@ -27,7 +27,7 @@ def backend_spec(b: Backend) -> BackendSpec:
         retries=b.retries, health_check=health_spec(b.health_check), servers=servers)
 
 
-def lb_frontend_specs(lb: LoadBalancer) -> list[FrontendSpec]:
+def lb_frontend_specs(lb: LoadBalancer, access_log: AccessLogSpec | None = None) -> list[FrontendSpec]:
     backends = {b.name: backend_spec(b) for b in lb.backends}
     certs = {c.name: CertificateSpec(id=c.id, name=c.name, chain_pem=c.chain_pem, key_pem=c.key_pem)
              for c in lb.certificates}
@@ -36,12 +36,14 @@ def lb_frontend_specs(lb: LoadBalancer) -> list[FrontendSpec]:
             id=f.id, uuid=f.uuid, name=f.name, lb_id=lb.id, address=lb.vip, port=f.port,
             protocol=frontend_protocol(lb, f), backend=backends[f.backend],
             timeout_client_ms=f.timeout_client_ms, client_conn_throttle=lb.client_conn_throttle,
-            certificates=tuple(certs[n] for n in f.certificates), cipher_suite=f.cipher_suite)
+            certificates=tuple(certs[n] for n in f.certificates), cipher_suite=f.cipher_suite,
+            access_log=access_log if f.access_log else None)
         for f in lb.frontends]
 
 
 def frontend_specs(config: Config) -> list[FrontendSpec]:
-    return [spec for lb in config.lbs for spec in lb_frontend_specs(lb)]
+    access_log = AccessLogSpec(config.access_log.path, config.access_log.format)
+    return [spec for lb in config.lbs for spec in lb_frontend_specs(lb, access_log)]
 
 
 def backend_specs(config: Config) -> list[BackendSpec]:

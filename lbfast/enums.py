@@ -100,3 +100,8 @@ class HaRole(StrEnum):
     ACTIVE = "active"           # BGP: announcing at least one VIP
     WITHDRAWN = "withdrawn"     # BGP: announcing nothing
     STOPPED = "stopped"         # the engine is not running
+
+
+class AccessLogFormat(StrEnum):
+    HTTPLOG = "httplog"     # HAProxy's httplog fields, one text line per request
+    JSON = "json"           # the same fields as one JSON object per line

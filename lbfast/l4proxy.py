@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 from lbfast import proxy_header
+from lbfast.access_log import ConnectionLog
 from lbfast.enums import Protocol, ProxyProtocol
 from lbfast.listeners import listening_socket
 from lbfast.routing import Pool, ServerState
@@ -58,6 +59,7 @@ class Session:
         self.early: list[bytes] = []       # client bytes that arrived before the server was up
         self.last_activity = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
+        self.log: ConnectionLog | None = None   # its access log line, when the frontend logs
 
     # -- life cycle -------------------------------------------------------------
     def client_connected(self, transport: asyncio.Transport) -> None:
@@ -66,6 +68,10 @@ class Session:
         self.frontend.active += 1
         self.frontend.total += 1
         self.proxy.sessions.add(self)
+        spec = self.frontend.spec
+        if spec.access_log is not None:
+            peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+            self.log = ConnectionLog(spec.access_log, spec.name, (peer[0], peer[1]), self.proxy.loop.time())
         # The loop is passed around, never looked up: each asyncio.get_running_loop()
         # (ensure_future, asyncio.timeout) costs a getpid syscall, 13% of a short connection.
         self.task = self.proxy.loop.create_task(self._connect_server())
@@ -105,6 +111,9 @@ class Session:
                 self.proxy.connect_failed(backend, state, e)
                 continue
             state.total += 1
+            if self.log is not None:
+                self.log.connected_at = loop.time()
+                self.log.server = state
             if self.closed:             # the client left while we connected
                 self.server.close()
                 return
@@ -121,6 +130,8 @@ class Session:
             self.client.resume_reading()
             return
         self.frontend.refused += 1
+        if self.log is not None:
+            self.log.state = "SC"
         self.close(abort=True)
 
     def proxy_header(self) -> bytes:
@@ -152,6 +163,9 @@ class Session:
         if self.server_state is not None:
             self.server_state.active -= 1
         self.proxy.sessions.discard(self)
+        if self.log is not None:
+            self.log.write(self.proxy.loop, self.pool.spec.name, abort)
+            self.log = None
 
     # -- inactivity ------------------------------------------------------------
     def _timeout_s(self) -> float:
@@ -167,6 +181,8 @@ class Session:
         if time.monotonic() - self.last_activity >= self._timeout_s():
             log.debug("closing idle session on %s", self.frontend.spec.name)
             self.frontend.timeouts += 1
+            if self.log is not None:
+                self.log.state = "cD"
             self.close(abort=True)
         else:
             self._arm_timer()
@@ -176,6 +192,8 @@ class Session:
         self.last_activity = time.monotonic()
         n = len(data)
         self.frontend.bytes_in += n
+        if self.log is not None:
+            self.log.bytes_in += n
         if self.server is None or self.connecting:
             # Reading is paused until the server is up, but a transport may deliver what
             # it had already read: keep it for the server.
@@ -190,6 +208,8 @@ class Session:
         n = len(data)
         self.frontend.bytes_out += n
         self.server_state.bytes_out += n
+        if self.log is not None:
+            self.log.bytes_out += n
         self.client.write(data)
 
     def client_eof_received(self) -> None:
@@ -317,7 +337,7 @@ class L4Proxy:
 
     async def _listen(self, state: FrontendState) -> asyncio.base_events.Server:
         spec = state.spec
-        sock = listening_socket(spec.address, spec.port)
+        sock = listening_socket(spec.address, spec.port, name=spec.name)
         return await asyncio.get_running_loop().create_server(
             lambda: ClientProtocol(Session(self, state, state.pool)), sock=sock)
 

@@ -3,7 +3,7 @@ frontends, backends and servers. Data planes diff these by key; runtime state (h
 connection counts) lives in the data planes, keyed by the same keys."""
 from dataclasses import dataclass, field
 
-from lbfast.enums import (Algorithm, CheckType, CipherSuite, OnMarkedDown, Protocol,
+from lbfast.enums import (AccessLogFormat, Algorithm, CheckType, CipherSuite, OnMarkedDown, Protocol,
                           ProxyProtocol, ServerMode, Stickiness)
 
 
@@ -72,6 +72,12 @@ class BackendSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLogSpec:
+    path: str
+    format: AccessLogFormat = AccessLogFormat.HTTPLOG
+
+
+@dataclass(frozen=True, slots=True)
 class FrontendSpec:
     id: int
     uuid: str
@@ -85,6 +91,7 @@ class FrontendSpec:
     client_conn_throttle: int = 0     # new connections per second per source, 0 = off
     certificates: tuple[CertificateSpec, ...] = field(default=())
     cipher_suite: CipherSuite = CipherSuite.RECOMMENDED   # TLS policy of an https frontend
+    access_log: AccessLogSpec | None = None               # None: no access log
 
     def status_row(self, dataplane: str, active: int, servers: list[dict]) -> dict:
         """This frontend as a row of the daemon's status, whichever data plane serves it."""

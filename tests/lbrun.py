@@ -71,9 +71,10 @@ class Backends:
 
 class Daemon:
     """`lbfast run` on a config dict; the file is rewritten by `write()` and picked up
-    with `reload()` (control socket) or `sighup()`."""
+    with `reload()` (control socket) or `sighup()`. `command` runs another lbfast (an installed one)."""
 
-    def __init__(self, tmp: Path, config: dict, wrap: list[str] | None = None, env: dict | None = None):
+    def __init__(self, tmp: Path, config: dict, wrap: list[str] | None = None, env: dict | None = None,
+                 command: list[str] = LBFAST, cwd: Path = Path(__file__).parent.parent):
         self.tmp = Path(tmp)
         self.path = self.tmp / "lbfast.json"
         self.socket = str(self.tmp / "lbfast.sock")
@@ -81,10 +82,9 @@ class Daemon:
         self.log = open(self.tmp / "lbfast.log", "wb")
         self.write(config)
         self.proc = subprocess.Popen(
-            [*(wrap or []), *LBFAST, "run", "--config", str(self.path), "--socket", self.socket,
+            [*(wrap or []), *command, "run", "--config", str(self.path), "--socket", self.socket,
              "--pidfile", self.pidfile, "--log-level", "info"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent,
-            env={**os.environ, **(env or {})})
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})})
         wait_for(self._ready, timeout=20, what="lbfast daemon")
 
     def _ready(self) -> bool:

@@ -1,8 +1,10 @@
 """The lbfast CLI: offline config editing with tables and --json, `check` like haproxy -c,
 and status/stats/reload against a running daemon."""
+import re
 import subprocess
 import sys
 
+import click
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -97,10 +99,23 @@ def test_check_exit_codes(lbfast, tmp_path):
     assert orjson.loads(r.output)["errors"] == [{"field": "lbs[0].client_conn_throttle", "message": "must be 0..20"}]
 
 
+def test_version():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert (r.exit_code, r.output) == (0, "lbfast 0.1.0\n")
+
+
 def test_help_everywhere():
     for args in (["--help"], ["lb", "--help"], ["server", "create", "--help"], ["run", "--help"]):
         r = CliRunner().invoke(cli, args)
         assert r.exit_code == 0 and "Usage:" in r.output
+
+    def without_help(group, path):
+        for name, command in group.commands.items():
+            if not command.help:
+                yield " ".join([*path, name])
+            if isinstance(command, click.Group):
+                yield from without_help(command, [*path, name])
+    assert list(without_help(cli, [])) == []
 
 
 def test_status_stats_reload_against_a_running_daemon(tmp_path):
@@ -119,6 +134,8 @@ def test_status_stats_reload_against_a_running_daemon(tmp_path):
         assert st.returncode == 0 and "data plane: userspace" in st.stdout and "127.0.0.1:" in st.stdout
         js = orjson.loads(run("stats", "--json").stdout)
         assert js["frontends"][0]["total"] == 1
+        table = run("stats").stdout        # backends by name, servers UP/DOWN
+        assert re.search(rf"^app\s+127\.0\.0\.1:{backends.http['a']}\s+UP\s+0\s+1\s", table, re.M), table
         rl = run("reload")
         assert rl.returncode == 0 and "reloaded" in rl.stdout
         assert d.status()["reloads"] == 1
@@ -128,6 +145,19 @@ def test_status_stats_reload_against_a_running_daemon(tmp_path):
     gone = subprocess.run([sys.executable, "-m", "control.cli", "status", "--socket", d.socket],
                           capture_output=True, text=True)
     assert gone.returncode == 1 and "no lbfast daemon" in gone.stderr
+
+
+def test_status_lists_a_frontend_without_servers(tmp_path):
+    port = free_port("127.0.0.12")
+    cfg = {"lbs": [{"name": "web", "vip": "127.0.0.12", "backends": [{"name": "empty", "forward_port": 80}],
+                    "frontends": [{"name": "waiting", "port": port, "backend": "empty"}]}]}
+    d = Daemon(tmp_path, cfg)
+    try:
+        out = subprocess.run([sys.executable, "-m", "control.cli", "status", "--socket", d.socket],
+                             capture_output=True, text=True).stdout
+        assert re.search(rf"^waiting\s+127\.0\.0\.12:{port}\s+tcp\s+roundrobin\s+\(no servers\)\s+-\s", out, re.M), out
+    finally:
+        d.close()
 
 
 def test_sigterm_lets_open_sessions_finish(tmp_path):

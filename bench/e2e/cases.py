@@ -145,6 +145,10 @@ def _cases() -> list[Case]:
             Case(f"l7/lbfast-http{sfx}", f"lbfast L7{what}",
                  functools.partial(P.lbfast, protocol="http", cookie=sticky), sticky=sticky,
                  baseline=base, peer=peer, requires=BASE + (lbfast_l7,)),
+            *([] if sticky else [Case(
+                "l7/lbfast-http-logs", "lbfast L7 + access log (httplog to a file)",
+                functools.partial(P.lbfast, protocol="http", access_log=True),
+                baseline=base, peer=peer, requires=BASE + (lbfast_l7,))]),
             Case(peer, f"HAProxy mode http{what}",
                  functools.partial(P.haproxy, mode="http", cookie=sticky), sticky=sticky,
                  baseline=base, peer=peer, requires=BASE + (tool("haproxy"),)),

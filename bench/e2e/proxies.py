@@ -213,12 +213,14 @@ def nft_dnat(ctx: RunContext) -> Target:
 
 
 # -- lbfast ----------------------------------------------------------------------------
-def lbfast_config(ctx: RunContext, protocol: str, cookie: bool, tls: bool, xdp: str) -> dict:
+def lbfast_config(ctx: RunContext, protocol: str, cookie: bool, tls: bool, xdp: str,
+                  access_log: bool = False) -> dict:
     tb = ctx.tb
     backend = {"name": "web", "protocol": protocol, "forward_port": HTTP_PORT,
                "algorithm": "roundrobin", "stickiness": "cookie" if cookie else "none",
                "servers": [{"address": a, "label": f"b{i}"} for i, a in enumerate(backend_addrs(ctx))]}
-    frontend = {"name": "web", "port": HTTPS_PORT if tls else HTTP_PORT, "backend": "web"}
+    frontend = {"name": "web", "port": HTTPS_PORT if tls else HTTP_PORT, "backend": "web",
+                "access_log": access_log}
     lb = {"name": "bench", "vip": tb.vip, "backends": [backend], "frontends": [frontend]}
     if tls:
         lb["certificates"] = [{"name": "bench", "chain_pem": ctx.cert.chain_pem(),
@@ -228,12 +230,13 @@ def lbfast_config(ctx: RunContext, protocol: str, cookie: bool, tls: bool, xdp: 
     if xdp:
         dataplane["interfaces"] = [tb.lb_client_if, *tb.lb_backend_ifs]
         dataplane["xdp_mode"] = xdp
-    return {"dataplane": dataplane, "lbs": [lb]}
+    return {"dataplane": dataplane, "lbs": [lb],
+            "access_log": {"path": os.path.join(ctx.rundir, "access.log")}}
 
 
 def lbfast(ctx: RunContext, protocol: str = "tcp", cookie: bool = False, tls: bool = False,
-           xdp: str = "") -> Target:
-    """`xdp`: "" (userspace proxies), "native" or "generic" """
+           xdp: str = "", access_log: bool = False) -> Target:
+    """`xdp`: "" (userspace proxies), "native" or "generic"; `access_log`: a line per request"""
     from control import runtime
 
     tb = ctx.tb
@@ -250,7 +253,7 @@ def lbfast(ctx: RunContext, protocol: str = "tcp", cookie: bool = False, tls: bo
     tb.add_vip_local()
     conf = os.path.join(ctx.rundir, "lbfast.json")
     with open(conf, "w") as f:
-        json.dump(lbfast_config(ctx, protocol, cookie, tls, xdp), f, indent=2)
+        json.dump(lbfast_config(ctx, protocol, cookie, tls, xdp, access_log), f, indent=2)
     os.chmod(conf, 0o600)
     sock = os.path.join(ctx.rundir, "lbfast.sock")
     log_path = os.path.join(ctx.rundir, "lbfast.log")

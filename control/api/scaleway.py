@@ -154,7 +154,7 @@ FRONTEND = Table("Frontend", [
     Field("certificate_id", write_only=True, nullable=True, description="deprecated: certificate_ids"),
     Field("certificate_ids", "frontend.certificates", type="array"),
     Field("enable_http3", type="boolean", ignored=True),
-    Field("enable_access_logs", type="boolean", ignored=True),
+    Field("enable_access_logs", "frontend.access_log", type="boolean"),
     Field("connection_rate_limit", type="integer", nullable=True, ignored=True, bounds=(0, 2**31 - 1)),
     *DATES,
 ])
@@ -415,7 +415,7 @@ class View:
             "lb": self.lb(lb), "timeout_client": format_duration(f.timeout_client_ms),
             "certificate": self.certificate(lb, certs[0]) if certs else None,
             "certificate_ids": [c.uuid for c in certs], "enable_http3": False,
-            "enable_access_logs": False, "connection_rate_limit": 0,
+            "enable_access_logs": f.access_log, "connection_rate_limit": 0,
             "created_at": rfc3339(f.created_at), "updated_at": rfc3339(f.updated_at or f.created_at),
         }
 

@@ -227,7 +227,8 @@ class HealthMonitor:
         watch.last_change = time.time()
         watch.change_reason = reason
         level = logging.INFO if health is Health.UP else logging.WARNING
-        log.log(level, "backend %s server %s is %s: %s", watch.backend_id, watch.server_key, health, reason)
+        log.log(level, "backend %s server %s is %s: %s", watch.backend_id, watch.server_key, health, reason,
+                extra={"backend": watch.backend_id, "server": watch.server_key})
         self._notify(watch, reason)
 
     def _notify(self, watch: ServerWatch, reason: str) -> None:

@@ -25,6 +25,8 @@ log = logging.getLogger("lbfast.l7")
 CALL_TIMEOUT_S = 15.0
 STATS_EVERY_S = 1.0
 RESTART_DELAY_S = 0.5
+# The directory that holds the lbfast package (a checkout or site-packages): workers import
+# the same lbfast as the daemon, whatever the daemon's cwd and PYTHONPATH.
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -159,7 +161,7 @@ class L7Dataplane:
                 if key not in self.sockets:
                     new[key] = []
                     for _ in range(n):
-                        new[key].append(listening_socket(f.address, f.port, reuseport=True))
+                        new[key].append(listening_socket(f.address, f.port, reuseport=True, name=f.name))
         except OSError:
             for socks in new.values():
                 for s in socks:

@@ -10,6 +10,7 @@ from collections import deque
 from lbfast import proxy_header
 from lbfast.enums import ProxyProtocol
 from lbfast.l7._http import FRAME_CHUNKED, FRAME_NONE, RequestReader, chunk_size_line
+from lbfast.access_log import RequestLog, termination
 from lbfast.l7.errors import BadRequest, BadResponse
 from lbfast.l7.pages import error_page
 from lbfast.l7.upstream import ServerConn
@@ -39,7 +40,7 @@ class Exchange:
     """One request and its response."""
     __slots__ = ("session", "head", "server", "conn", "set_cookie", "pending", "request_done",
                  "sent", "response", "framing", "closes", "tried", "is_head", "tunnel_rest",
-                 "reused", "retried", "failed", "head_out")
+                 "reused", "retried", "failed", "head_out", "log")
 
     def __init__(self, session: "HttpSession", head):
         self.session = session
@@ -60,6 +61,7 @@ class Exchange:
         self.retried = False
         self.failed = False
         self.head_out: bytes | None = None     # response head, sent with the first body bytes
+        self.log: RequestLog | None = None     # its access log line, while it is not written
 
     def assign(self, server) -> None:
         self.release()
@@ -115,6 +117,9 @@ class HttpSession(asyncio.Protocol):
         self.head_start: float | None = None
         self.timer = None
         self.timer_at = NEVER
+        self.received = 0           # bytes from the client, for the access log
+        self.received_logged = 0
+        self.ended_by = "C"         # access log: who closed the connection under live exchanges
 
     def loop_time(self) -> float:
         return self.loop.time()
@@ -138,6 +143,7 @@ class HttpSession(asyncio.Protocol):
         self.client_at = now
         n = len(data)
         self.frontend.bytes_in += n
+        self.received += n
         if self.tunnel_conn is not None:
             self.tunnel_conn.server.bytes_in += n
             self.tunnel_conn.transport.write(data)
@@ -197,6 +203,11 @@ class HttpSession(asyncio.Protocol):
     # -- request pieces (from RequestReader) -------------------------------------
     def request_head(self, head):
         ex = Exchange(self, head)
+        f = self.frontend.spec
+        if f.access_log is not None:
+            now = self.loop.time()
+            ex.log = RequestLog(f.access_log, f.name, (self.client_ip, self.client_port), head,
+                                self.head_start or now, now)
         self.exchanges.append(ex)
         self.parsing = ex
         self.head_start = None
@@ -215,6 +226,9 @@ class HttpSession(asyncio.Protocol):
         ex = self.parsing
         self.parsing = None
         ex.request_done = True
+        if ex.log is not None:
+            ex.log.bytes_in = self.received - self.received_logged
+            self.received_logged = self.received
         if ex.head.chunked:
             ex.forward((b"0\r\n\r\n",))
 
@@ -227,6 +241,8 @@ class HttpSession(asyncio.Protocol):
     # -- routing and server connections ---------------------------------------------
     def start(self, ex: Exchange) -> None:
         self.current = ex
+        if ex.log is not None:
+            ex.log.started_at = self.loop.time()
         if not ex.request_done:
             self.pause_reading("connect")       # body bytes wait in the kernel meanwhile
         pool = self.pool
@@ -258,6 +274,8 @@ class HttpSession(asyncio.Protocol):
     async def open(self, ex: Exchange) -> None:
         backend = self.pool.spec
         private = backend.proxy_protocol != ProxyProtocol.NONE
+        if ex.log is not None:
+            ex.log.connect_at = self.loop.time()
         for _ in range(backend.retries + 1):
             server = ex.server
             try:
@@ -309,6 +327,9 @@ class HttpSession(asyncio.Protocol):
             n += len(p)
         conn.server.bytes_in += n
         self.server_at = self.loop.time()
+        if ex.log is not None:
+            ex.log.sent_at = self.server_at
+            ex.log.server = conn.server
         self.resume_reading("connect")
         self.check_timer()
 
@@ -330,6 +351,10 @@ class HttpSession(asyncio.Protocol):
         out = head.serialize(keep, ex.head.http_minor == 1, ex.is_head, ex.set_cookie or b"")
         ex.framing = head.framing
         ex.closes = head.closes
+        if ex.log is not None:
+            ex.log.response_at = self.loop.time()
+            ex.log.status = status
+            ex.log.bytes_out += len(out)
         if status == 101:
             self.transport.write(out)
         else:
@@ -338,6 +363,8 @@ class HttpSession(asyncio.Protocol):
     def response_body(self, ex: Exchange, data) -> None:
         n = len(data)
         self.frontend.bytes_out += n
+        if ex.log is not None:
+            ex.log.bytes_out += n
         head, ex.head_out = ex.head_out, None
         if ex.framing == FRAME_CHUNKED:
             if head is None:
@@ -372,6 +399,8 @@ class HttpSession(asyncio.Protocol):
         ex.conn = None
         self.exchanges.clear()
         self.current = self.upgrading = None
+        if ex.log is not None:
+            self.log_request(ex, "--")
         if rest:
             self.transport.write(rest)
         if ex.tunnel_rest:
@@ -384,6 +413,8 @@ class HttpSession(asyncio.Protocol):
         self.check_timer()
 
     def finish(self, ex: Exchange, reusable: bool) -> None:
+        if ex.log is not None:
+            self.log_request(ex, "--")
         conn = ex.conn
         ex.conn = None
         if conn is not None:
@@ -442,6 +473,7 @@ class HttpSession(asyncio.Protocol):
                 self.proxy.passive_failure(self.pool.spec.id, ex.server.key, "connection closed before a response")
             self.fail(ex, 502, "server closed the connection")
         else:
+            self.ended_by = "S"
             self.abort()
 
     def server_failed(self, ex: Exchange, status: int, reason: str) -> None:
@@ -454,6 +486,7 @@ class HttpSession(asyncio.Protocol):
         if ex.response is None:
             self.fail(ex, status, reason)
         else:
+            self.ended_by = "S"
             self.abort()
 
     # -- errors and timeouts ---------------------------------------------------------
@@ -461,6 +494,11 @@ class HttpSession(asyncio.Protocol):
         log.info("%s %s %s -> %d: %s", self.frontend.spec.name, self.client_ip,
                  ex.head.target[:200].decode("latin-1"), status, reason)
         ex.failed = True
+        if ex.log is not None:
+            if ex.response is None:
+                ex.log.status = status
+                ex.log.bytes_out = len(error_page(status))
+            self.log_request(ex, termination("s" if status == 504 else "S", ex.log, ex.request_done))
         ex.release()
         if ex.conn is not None:
             ex.conn.exchange = None
@@ -541,6 +579,7 @@ class HttpSession(asyncio.Protocol):
             self.check_timer()
             return
         self.frontend.timeouts += 1
+        self.ended_by = "s" if kind == "server" else "c"
         if kind == "server":
             ex = self.current
             if ex.server is not None and self.pool.spec.health_check.passive:
@@ -562,6 +601,8 @@ class HttpSession(asyncio.Protocol):
         """Forget every queued exchange; their server connections are aborted, as a
         request may be half sent on them."""
         for ex in self.exchanges:
+            if ex.log is not None:
+                self.log_request(ex, termination(self.ended_by, ex.log, ex.request_done))
             ex.release()
             if ex.conn is not None:
                 ex.conn.exchange = None
@@ -594,6 +635,12 @@ class HttpSession(asyncio.Protocol):
             self.private = None
         self.frontend.active -= 1
         self.proxy.sessions.discard(self)
+
+    def log_request(self, ex: Exchange, state: str) -> None:
+        rec, ex.log = ex.log, None
+        if not ex.request_done:
+            rec.bytes_in = self.received - self.received_logged
+        rec.write(self.loop, state, self.pool.spec.name)
 
     # -- tunnel (after 101) -----------------------------------------------------------
     def tunnel_from_server(self, data) -> None:

@@ -101,7 +101,8 @@ class L7Proxy:
             for key, f in wanted.items():
                 if key not in self.listen_socks:
                     given = (sockets or {}).get(key)
-                    new_socks[key] = given if given is not None else listening_socket(f.address, f.port, reuseport=True)
+                    new_socks[key] = given if given is not None else listening_socket(
+                        f.address, f.port, reuseport=True, name=f.name)
                 if f.protocol == Protocol.HTTPS:
                     state = self.frontends.get(key)
                     if state is not None and state.tls is not None:

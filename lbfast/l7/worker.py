@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 
+from lbfast import access_log
 from lbfast.l7.channel import Channel
 from lbfast.l7.proxy import L7Proxy
 
@@ -100,7 +101,11 @@ async def serve(fd: int) -> None:
     worker = Worker(socket.socket(fileno=fd))
     loop.add_signal_handler(signal.SIGTERM, worker.stop.set)
     loop.add_signal_handler(signal.SIGINT, lambda: None)    # the daemon stops us, not Ctrl-C
-    await worker.run()
+    loop.add_signal_handler(signal.SIGUSR1, access_log.reopen_all)   # logrotate
+    try:
+        await worker.run()
+    finally:
+        access_log.close_all()
 
 
 def main(argv: list[str] | None = None) -> None:

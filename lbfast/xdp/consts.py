@@ -1,6 +1,7 @@
 """The XDP program's constants, read from bpf/consts.h so every number is written once.
 `Constants` is that header evaluated with overrides; the loader turns it into -D flags."""
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
@@ -9,7 +10,9 @@ from lbfast.hashing import SOURCE_SEED
 from lbfast.hostports import HOST_PORT_MAX, HOST_PORT_MIN
 from lbfast.xdp import clock
 
-BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
+# The C sources ship inside the package (lbfast/bpf_src, a link to bpf/ in a checkout),
+# so an installed lbfast compiles the program it was built with. bcc reads real files.
+BPF_DIR = Path(str(resources.files("lbfast") / "bpf_src"))
 CONSTS_H = BPF_DIR / "consts.h"
 
 # a string constant becomes a C string literal on the compiler's command line (e.g. the pin
