@@ -50,6 +50,7 @@ def base() -> dict:
         "ips": [{"address": "127.0.0.66", "reverse": "lb.example.com", "tags": ["b"],
                  "organization_id": "org", "project_id": "proj",
                  "lb": "00000000-0000-4000-8000-000000000000"}],
+        "access_log": {"path": "/var/log/lbfast/access.log"},
         "last_ids": {"lb": 1},
     }
 
