@@ -52,8 +52,8 @@ class Daemon:
         self.ha = HaManager(self)            # keepalived / BIRD for config.ha
         self.health = HealthMonitor(self._health_changed)
         self.backends = {}                   # backend id -> BackendSpec of the running config
-        self.l4.on_connect_failure = self._passive_failure
-        self.l7.on_passive_failure = self._passive_failure
+        self.l4.passive.on_failure = self.l7.on_passive_failure = self._passive_failure
+        self.l4.passive.on_ok = self.l7.on_passive_ok = self._passive_ok
 
     # -- apply and reload ---------------------------------------------------------
     def _partition(self, specs: list) -> tuple[list, list]:
@@ -118,10 +118,13 @@ class Daemon:
             log.warning("%s is down: shut down its sessions (%d L4 flows)", server_key, n)
 
     def _passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
-        """Linode check_passive: a failed connect or a 5xx takes the server out at once."""
+        """Linode check_passive: `attempts` consecutive failed connects or 5xx take the server out."""
         backend = self.backends.get(backend_id)
         if backend is not None and backend.health_check.passive:
             self.health.report_passive_failure(backend_id, server_key, reason)
+
+    def _passive_ok(self, backend_id: int, server_key: str, reason: str) -> None:
+        self.health.report_passive_ok(backend_id, server_key)
 
     async def commit(self, new) -> None:
         """Apply a changed config (API, CLI through the API) and write it to the file.

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from lbfast import proxy_header
 from lbfast.enums import Protocol, ProxyProtocol
 from lbfast.listeners import listening_socket
+from lbfast.passive import PassiveReports, failed_connect
 from lbfast.routing import Pool, ServerState
 from lbfast.spec import BackendSpec, FrontendSpec
 
@@ -105,6 +106,8 @@ class Session:
                 self.proxy.connect_failed(backend, state, e)
                 continue
             state.total += 1
+            if self.proxy.passive.failing:
+                self.proxy.passive.ok(backend.id, state.key, "connected")
             if self.closed:             # the client left while we connected
                 self.server.close()
                 return
@@ -277,7 +280,7 @@ class L4Proxy:
         self.frontends: dict[tuple, FrontendState] = {}
         self.pools: dict[int, Pool] = {}
         self.sessions: set[Session] = set()
-        self.on_connect_failure = None     # hook(backend_id, server_key, reason): passive checks
+        self.passive = PassiveReports()     # check_passive: failed and recovered connects
 
     @staticmethod
     def handles(spec: FrontendSpec) -> bool:
@@ -335,8 +338,8 @@ class L4Proxy:
 
     def connect_failed(self, backend: BackendSpec, state: ServerState, exc: Exception) -> None:
         log.warning("connect to %s failed: %s", state.key, exc or "timeout")
-        if self.on_connect_failure is not None:
-            self.on_connect_failure(backend.id, state.key, str(exc) or "connect timeout")
+        if backend.health_check.passive and failed_connect(exc):
+            self.passive.failure(backend.id, state.key, f"connect failed: {str(exc) or 'connect timeout'}")
 
     def stats(self) -> dict:
         return {"frontends": [f.stats() for f in self.frontends.values()],

@@ -96,6 +96,8 @@ class WorkerHandle:
                 fut.set_result(msg)
         elif msg.get("event") == "passive":
             self.dataplane.passive_failure(msg["backend_id"], msg["server_key"], msg["reason"])
+        elif msg.get("event") == "passive_ok" and self.dataplane.on_passive_ok is not None:
+            self.dataplane.on_passive_ok(msg["backend_id"], msg["server_key"], msg["reason"])
 
     def lost(self) -> None:
         for fut in self.pending.values():
@@ -134,6 +136,7 @@ class L7Dataplane:
         self.stats_task: asyncio.Task | None = None
         self._tls_ok: set = set()
         self.on_passive_failure: Callable[[int, str, str], None] | None = None
+        self.on_passive_ok: Callable[[int, str, str], None] | None = None    # answered well after failing
 
     handles = staticmethod(handles)
 

@@ -324,8 +324,8 @@ class HttpSession(asyncio.Protocol):
         ex.response = head
         f = self.frontend
         f.responses[min(status // 100, 5)] += 1
-        if status >= 500 and self.pool.spec.health_check.passive:
-            self.proxy.passive_failure(self.pool.spec.id, ex.conn.server.key, f"HTTP {status}")
+        if self.pool.spec.health_check.passive:
+            self.proxy.passive_response(self.pool.spec.id, ex.conn.server.key, status)
         keep = ex.head.keep_alive and not self.client_eof and ex.head.upgrade is None
         out = head.serialize(keep, ex.head.http_minor == 1, ex.is_head, ex.set_cookie or b"")
         ex.framing = head.framing
@@ -438,8 +438,9 @@ class HttpSession(asyncio.Protocol):
                 ex.pending = [b"0\r\n\r\n"] if ex.head.chunked else []
                 self.loop.create_task(self.open(ex))
                 return
-            if self.pool.spec.health_check.passive and ex.server is not None:
-                self.proxy.passive_failure(self.pool.spec.id, ex.server.key, "connection closed before a response")
+            # not the server's fault if it gave up on a request the client was still sending
+            if self.pool.spec.health_check.passive and ex.server is not None and ex.request_done:
+                self.proxy.passive.failure(self.pool.spec.id, ex.server.key, "connection closed before a response")
             self.fail(ex, 502, "server closed the connection")
         else:
             self.abort()
@@ -543,8 +544,9 @@ class HttpSession(asyncio.Protocol):
         self.frontend.timeouts += 1
         if kind == "server":
             ex = self.current
-            if ex.server is not None and self.pool.spec.health_check.passive:
-                self.proxy.passive_failure(self.pool.spec.id, ex.server.key, "server timeout")
+            # a slow upload outlasting timeout_server is the client's doing, not the server's
+            if ex.server is not None and ex.request_done and self.pool.spec.health_check.passive:
+                self.proxy.passive.failure(self.pool.spec.id, ex.server.key, "server timeout")
             self.fail(ex, 504, "server timeout")
         elif kind in ("client", "head"):
             if kind == "head" and self.reader.idle:

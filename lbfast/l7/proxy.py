@@ -4,7 +4,7 @@ frontend, the shared pool of idle server connections, and every open session."""
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from lbfast.enums import Protocol, ProxyProtocol, Stickiness
 from lbfast.l7._cookie import CookieRouter
@@ -13,6 +13,7 @@ from lbfast.l7.limits import L7Limits
 from lbfast.l7.tls import TlsFrontend
 from lbfast import l4proxy
 from lbfast.listeners import listening_socket
+from lbfast.passive import PassiveReports, failed_connect, failed_status
 from lbfast.routing import Pool, ServerState
 from lbfast.spec import BackendSpec, FrontendSpec
 
@@ -81,9 +82,7 @@ class L7Proxy:
         self.conns = ConnPool(limits.max_idle_per_server, limits.idle_server_ms / 1000)
         self.sessions: set = set()
         self.sweeper: asyncio.TimerHandle | None = None
-        # hooks: (backend_id, server_key, reason)
-        self.on_passive_failure: Callable[[int, str, str], None] | None = None
-        self.on_connect_failure: Callable[[int, str, str], None] | None = None
+        self.passive = PassiveReports()     # check_passive: hooks (backend_id, server_key, reason)
 
     handles = staticmethod(handles)
 
@@ -199,14 +198,15 @@ class L7Proxy:
     def connect_failed(self, backend: BackendSpec, server: ServerState, exc: Exception) -> None:
         reason = str(exc) or "connect timeout"
         log.warning("connect to %s failed: %s", server.key, reason)
-        if self.on_connect_failure is not None:
-            self.on_connect_failure(backend.id, server.key, reason)
-        if backend.health_check.passive:
-            self.passive_failure(backend.id, server.key, f"connect failed: {reason}")
+        if backend.health_check.passive and failed_connect(exc):
+            self.passive.failure(backend.id, server.key, f"connect failed: {reason}")
 
-    def passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
-        if self.on_passive_failure is not None:
-            self.on_passive_failure(backend_id, server_key, reason)
+    def passive_response(self, backend_id: int, server_key: str, status: int) -> None:
+        """A response of a server whose backend has check_passive: a failure or a success."""
+        if failed_status(status):
+            self.passive.failure(backend_id, server_key, f"HTTP {status}")
+        else:
+            self.passive.ok(backend_id, server_key, f"HTTP {status}")
 
     def stats(self) -> dict:
         return {"frontends": [f.stats() for f in self.frontends.values()],

@@ -61,7 +61,8 @@ class Worker:
         if cmd == "init":
             self.proxy = L7Proxy(msg["secret"], msg["limits"], msg.get("ticket_keys"))
             self.grace_s = msg["limits"].drain_ms / 1000
-            self.proxy.on_passive_failure = self.passive
+            self.proxy.passive.on_failure = self.passive_event("passive")
+            self.proxy.passive.on_ok = self.passive_event("passive_ok")
             logging.getLogger().setLevel(msg.get("log_level", logging.WARNING))
             return None
         proxy = self.proxy
@@ -89,10 +90,12 @@ class Worker:
             return None
         raise ValueError(f"unknown command {cmd!r}")
 
-    def passive(self, backend_id: int, server_key: str, reason: str) -> None:
-        if not self.channel.closed:
-            self.channel.send({"event": "passive", "backend_id": backend_id,
-                               "server_key": server_key, "reason": reason})
+    def passive_event(self, event: str):
+        def send(backend_id: int, server_key: str, reason: str) -> None:
+            if not self.channel.closed:
+                self.channel.send({"event": event, "backend_id": backend_id,
+                                   "server_key": server_key, "reason": reason})
+        return send
 
 
 async def serve(fd: int) -> None:
