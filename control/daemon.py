@@ -82,6 +82,8 @@ class Daemon:
                 await self.l7.apply(held)
                 raise
             self.l7.workers_wanted = config.dataplane.workers
+            if config.dataplane.cookie_secret:
+                self.l7.use_secret(config.dataplane.cookie_secret.encode())
             try:
                 await self.l7.apply(specs)
             except BaseException:
@@ -131,6 +133,8 @@ class Daemon:
         The caller holds self.lock. If the data planes refuse it, nothing is written; if
         the write fails, the data planes go back to the old config."""
         old = self.config
+        if new.dataplane.cookie_secret is None:     # a whole new config keeps the cookies valid
+            new.dataplane.cookie_secret = old.dataplane.cookie_secret
         await self.apply(new)
         try:
             configfile.save(new, self.config_path)
@@ -142,6 +146,7 @@ class Daemon:
         async with self.lock:
             try:
                 new = configfile.load(self.config_path)
+                configfile.keep_cookie_secret(new, self.config_path, self.config.dataplane.cookie_secret)
                 await self.apply(new)
             except (configfile.ConfigError, OSError) as e:
                 self.reload_failures += 1
@@ -197,6 +202,7 @@ class Daemon:
 
     async def run(self) -> None:
         config = configfile.load(self.config_path)
+        configfile.keep_cookie_secret(config, self.config_path)
         await self.in_xdp_thread(self._start_xdp, config)
         try:
             await self.apply(config)

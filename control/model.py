@@ -129,7 +129,7 @@ class Backend(Identified):
     algorithm: Algorithm = Algorithm.ROUNDROBIN
     stickiness: Stickiness = Stickiness.NONE
     sticky_cookie_name: str_len(1, 64) = "lbfast"
-    sticky_timeout_ms: Millis = 600_000
+    sticky_timeout_ms: Millis | None = None   # table: 10 min if unset; cookie: Max-Age, else a session cookie
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
     timeout_server_ms: Millis = 300_000
     timeout_connect_ms: Millis = 5_000
@@ -195,6 +195,9 @@ class DataplaneSection(Strict):
     snat_addresses: list[IpAddress] = Field(default_factory=list)
     workers: int_range(0, 256) = 0            # L7 worker processes, 0: one per CPU
     pin_dir: str_len(1, 255) = "/sys/fs/bpf/lbfast"   # pinned XDP maps: flows survive restarts
+    # signs sticky cookies; made at first start and kept in the file, so a restart or the HA
+    # peer sharing this file keeps every cookie pointing at the same server
+    cookie_secret: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{32,128}$")
 
 
 def _token(pattern: str, what: str):

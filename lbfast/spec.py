@@ -50,6 +50,9 @@ class HealthCheckSpec:
     passive: bool = False            # Linode check_passive: 5xx / failed connect marks down
 
 
+TABLE_STICKY_TIMEOUT_MS = 600_000     # a source-table entry's life when the backend sets none
+
+
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
     id: int
@@ -59,7 +62,8 @@ class BackendSpec:
     algorithm: Algorithm = Algorithm.ROUNDROBIN
     stickiness: Stickiness = Stickiness.NONE
     sticky_cookie_name: str = "lbfast"
-    sticky_timeout_ms: int = 600_000
+    sticky_timeout_ms: int = TABLE_STICKY_TIMEOUT_MS
+    cookie_max_age_s: int | None = None   # the sticky cookie's Max-Age; None: a session cookie
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
     timeout_server_ms: int = 300_000
     timeout_connect_ms: int = 5_000

@@ -25,6 +25,7 @@ log = logging.getLogger("lbfast.l7")
 CALL_TIMEOUT_S = 15.0
 STATS_EVERY_S = 1.0
 RESTART_DELAY_S = 0.5
+TICKET_KEY_LIFE_S = 3600.0
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -125,8 +126,9 @@ class L7Dataplane:
 
     def __init__(self, workers: int = 0, secret: bytes | None = None, limits: L7Limits = L7Limits()):
         self.workers_wanted = workers
-        self.secret = secret or secrets.token_bytes(32)     # signs sticky cookies: one per daemon
+        self.secret = secret or secrets.token_bytes(32)     # signs sticky cookies (the daemon's from its config)
         self.ticket_keys = secrets.token_bytes(80)          # TLS tickets resume on any worker
+        self.ticket_rotation: asyncio.Task | None = None
         self.limits = limits
         self.frontends: dict[tuple, FrontendSpec] = {}
         self.sockets: dict[tuple, list[socket.socket]] = {}
@@ -197,6 +199,7 @@ class L7Dataplane:
         for w in self.workers:
             w.supervisor = asyncio.create_task(self._supervise(w))
         self.stats_task = asyncio.create_task(self._poll_stats())
+        self.ticket_rotation = asyncio.create_task(self._rotate_ticket_keys())
 
     async def _run_worker(self, w: WorkerHandle) -> None:
         await w.start()
@@ -234,15 +237,33 @@ class L7Dataplane:
 
     async def _stop_workers(self) -> None:
         self.stopping = True
-        if self.stats_task is not None:
-            self.stats_task.cancel()
-            self.stats_task = None
+        for task in (self.stats_task, self.ticket_rotation):
+            if task is not None:
+                task.cancel()
+        self.stats_task = self.ticket_rotation = None
         await asyncio.gather(*(w.stop(self.limits.drain_ms / 1000) for w in self.workers),
                              return_exceptions=True)
         for w in self.workers:
             if w.supervisor is not None:
                 w.supervisor.cancel()
         self.workers = []
+
+    def use_secret(self, secret: bytes) -> None:
+        """The cookie secret of the config; workers take it before the next apply."""
+        if secret != self.secret:
+            self.secret = secret
+            for w in self.workers:
+                w.send({"cmd": "secret", "secret": secret})
+
+    async def _rotate_ticket_keys(self) -> None:
+        """New session-ticket keys every TICKET_KEY_LIFE_S: a stolen key opens at most that
+        much recorded traffic (tickets under the old key then fall back to a full handshake)."""
+        while True:
+            await asyncio.sleep(TICKET_KEY_LIFE_S)
+            self.ticket_keys = secrets.token_bytes(80)
+            for w in self.workers:
+                w.send({"cmd": "ticket_keys", "keys": self.ticket_keys})
+            log.info("TLS session-ticket keys rotated")
 
     # -- health and sessions -------------------------------------------------------------
     def set_server_health(self, backend_id: int, server_key: str, up: bool) -> None:

@@ -136,8 +136,10 @@ class L7Proxy:
             rkey = (f.backend.id, f.protocol == Protocol.HTTPS)
             if rkey not in routers:
                 router = self.routers.get(rkey)
-                if router is None or router.name != f.backend.sticky_cookie_name.encode():
-                    router = CookieRouter(self.secret, f.backend.id, f.backend.sticky_cookie_name, rkey[1])
+                if (router is None or router.name != f.backend.sticky_cookie_name.encode()
+                        or router.max_age != f.backend.cookie_max_age_s):
+                    router = CookieRouter(self.secret, f.backend.id, f.backend.sticky_cookie_name, rkey[1],
+                                          f.backend.cookie_max_age_s)
                 router.update(pools[f.backend.id].servers.values())
                 routers[rkey] = router
         self.routers = routers
@@ -200,6 +202,18 @@ class L7Proxy:
         log.warning("connect to %s failed: %s", server.key, reason)
         if backend.health_check.passive and failed_connect(exc):
             self.passive.failure(backend.id, server.key, f"connect failed: {reason}")
+
+    def use_secret(self, secret: bytes) -> None:
+        """A new cookie secret (from the config): routers are made again by the next apply."""
+        if secret != self.secret:
+            self.secret = secret
+            self.routers = {}
+
+    def rotate_ticket_keys(self, keys: bytes) -> None:
+        self.ticket_keys = keys
+        for state in self.frontends.values():
+            if state.tls is not None:
+                state.tls.use_ticket_keys(keys)
 
     def passive_response(self, backend_id: int, server_key: str, status: int) -> None:
         """A response of a server whose backend has check_passive: a failure or a success."""

@@ -42,7 +42,8 @@ def new_context(cipher_suite: CipherSuite) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     apply_policy(ctx, cipher_suite)
     ctx.set_alpn_protocols(["http/1.1"])
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    # renegotiation is a client-driven CPU sink and an old attack surface: TLS 1.3 has none
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     ctx.options &= ~ssl.OP_NO_TICKET        # resumption by tickets (TLS 1.2 and 1.3)
     return ctx
 
@@ -138,6 +139,12 @@ class TlsFrontend:
         self.default = built[0][1]
         self.by_name = by_name
         self._key = key
+
+    def use_ticket_keys(self, keys: bytes) -> None:
+        """Rotation: tickets issued from now on use `keys`."""
+        self.ticket_keys = keys
+        for ctx in {id(c): c for c in (self.context, *self.by_name.values(), self.default) if c}.values():
+            self._share(ctx)
 
     def _share(self, ctx: ssl.SSLContext) -> None:
         if self.ticket_keys and not share_ticket_keys(ctx, self.ticket_keys):

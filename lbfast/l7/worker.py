@@ -76,6 +76,12 @@ class Worker:
             for key in [k for k in self.sockets if k in proxy.listen_socks]:
                 del self.sockets[key]       # the proxy owns them now
             return None
+        if cmd == "secret":
+            proxy.use_secret(msg["secret"])
+            return None
+        if cmd == "ticket_keys":
+            proxy.rotate_ticket_keys(msg["keys"])
+            return None
         if cmd == "health":
             for backend_id, server_key, up in msg["changes"]:
                 proxy.set_server_health(backend_id, server_key, up)
