@@ -15,6 +15,7 @@ from control import runtime
 from control.ha import HaManager
 from control.health import HealthMonitor
 from control.sync import backend_specs, frontend_specs
+from lbfast.admission import raise_open_files_limit
 from lbfast.enums import DataplaneMode, Health, OnMarkedDown, Protocol, ProxyProtocol
 from lbfast.l4proxy import L4Proxy
 from lbfast.l7 import L7Dataplane
@@ -201,6 +202,7 @@ class Daemon:
         log.info("data plane: %s", self.dataplane_reason)
 
     async def run(self) -> None:
+        raise_open_files_limit()            # the proxies keep a reserve of it for checks and control
         config = configfile.load(self.config_path)
         configfile.keep_cookie_secret(config, self.config_path)
         await self.in_xdp_thread(self._start_xdp, config)

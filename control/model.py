@@ -136,6 +136,8 @@ class Backend(Identified):
     timeout_tunnel_ms: Millis = 900_000
     on_marked_down_action: OnMarkedDown = OnMarkedDown.NONE
     retries: int_range(0, 10) = 3
+    max_connections: int_range(0, 2**31 - 1) = 0   # open client connections per frontend, 0: no cap
+    timeout_queue_ms: Millis | None = None    # a connection beyond the cap waits this long (None: timeout_connect)
     health_check: HealthCheck = Field(default_factory=HealthCheck)
     servers: list[Server] = Field(default_factory=list)
     created_at: datetime | None = None

@@ -26,7 +26,9 @@ def backend_spec(b: Backend) -> BackendSpec:
         proxy_protocol=b.proxy_protocol,
         timeout_server_ms=b.timeout_server_ms, timeout_connect_ms=b.timeout_connect_ms,
         timeout_tunnel_ms=b.timeout_tunnel_ms, on_marked_down=b.on_marked_down_action,
-        retries=b.retries, health_check=health_spec(b.health_check), servers=servers)
+        retries=b.retries, max_connections=b.max_connections,
+        timeout_queue_ms=b.timeout_queue_ms or b.timeout_connect_ms,
+        health_check=health_spec(b.health_check), servers=servers)
 
 
 def lb_frontend_specs(lb: LoadBalancer) -> list[FrontendSpec]:

@@ -71,6 +71,8 @@ class BackendSpec:
     on_marked_down: OnMarkedDown = OnMarkedDown.NONE
     cipher_suite: CipherSuite = CipherSuite.RECOMMENDED
     retries: int = 3
+    max_connections: int = 0         # open client connections per frontend; beyond: wait, then 503 / close
+    timeout_queue_ms: int = 5_000    # how long a connection beyond max_connections waits for a slot
     health_check: HealthCheckSpec = HealthCheckSpec()
     servers: tuple[ServerSpec, ...] = ()
 

@@ -103,6 +103,7 @@ class HttpSession(asyncio.Protocol):
         self.private: ServerConn | None = None
         self.paused: set[str] = set()
         self.closed = False
+        self.admitted = False       # counted in frontend.active (else queued or refused)
         self.client_eof = False
         self.client_ip = "0.0.0.0"
         self.client_port = 0
@@ -127,11 +128,30 @@ class HttpSession(asyncio.Protocol):
         self.local_ip, self.local_port = client_address(transport.get_extra_info("sockname"))
         f = self.frontend
         self.extra = forwarded_lines(self.client_ip, "https" if f.tls is not None else "http", f.spec.port)
+        self.proxy.sessions.add(self)
+        self.proxy.reserve.accepted(self.loop, transport)
+        if f.queue.full(f.active, self.pool.spec.max_connections):
+            self.pause_reading("queue")     # its request waits in the kernel meanwhile
+            f.queue.wait(self.loop, self, self.pool.spec.timeout_queue_ms / 1000)
+            return
+        self.admit()
+
+    def admit(self) -> None:
+        f = self.frontend
         f.active += 1
         f.total += 1
-        self.proxy.sessions.add(self)
+        self.admitted = True
+        if "queue" in self.paused:
+            self.client_at = self.loop.time()
+            self.resume_reading("queue")
         self.head_start = self.client_at
         self.check_timer()
+
+    def queue_expired(self) -> None:
+        """No slot within timeout_queue: 503."""
+        self.frontend.refused += 1
+        self.frontend.responses[5] += 1
+        self.send_page(503)
 
     def data_received(self, data):
         now = self.loop.time()
@@ -586,6 +606,12 @@ class HttpSession(asyncio.Protocol):
             self.timer = None
         self.transport.close()
         self.drop_exchanges()
+        f = self.frontend
+        if self.admitted:
+            f.active -= 1
+            f.queue.released(f.active, self.pool.spec.max_connections)
+        else:
+            f.queue.leave(self)
         if self.tunnel_conn is not None:
             self.tunnel_conn.tunnel = None
             self.tunnel_conn.close()
@@ -594,7 +620,6 @@ class HttpSession(asyncio.Protocol):
         if self.private is not None:
             self.private.close()
             self.private = None
-        self.frontend.active -= 1
         self.proxy.sessions.discard(self)
 
     # -- tunnel (after 101) -----------------------------------------------------------

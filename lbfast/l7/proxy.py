@@ -7,6 +7,7 @@ import socket
 from collections.abc import Mapping, Sequence
 
 from lbfast.enums import Protocol, ProxyProtocol, Stickiness
+from lbfast.admission import ConnectionQueue, DescriptorReserve
 from lbfast.l7._cookie import CookieRouter
 from lbfast.l7.http_session import HttpSession
 from lbfast.l7.limits import L7Limits
@@ -33,7 +34,7 @@ def cipher_suite(spec: FrontendSpec):
 
 
 class FrontendState:
-    __slots__ = ("spec", "pool", "router", "tls", "server", "server_tls", "active", "total",
+    __slots__ = ("spec", "pool", "router", "tls", "server", "server_tls", "queue", "active", "total",
                  "requests", "bytes_in", "bytes_out", "bad_requests", "responses", "errors",
                  "refused", "timeouts")
 
@@ -44,6 +45,7 @@ class FrontendState:
         self.tls: TlsFrontend | None = None
         self.server: asyncio.AbstractServer | None = None
         self.server_tls = False
+        self.queue = ConnectionQueue()      # connections beyond max_connections
         self.active = 0
         self.total = 0
         self.requests = 0
@@ -62,7 +64,7 @@ class FrontendState:
                 "active": self.active, "total": self.total, "requests": self.requests,
                 "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "bad_requests": self.bad_requests, "errors": self.errors, "refused": self.refused,
-                "timeouts": self.timeouts,
+                "timeouts": self.timeouts, "queued": len(self.queue.waiting),
                 "responses": {"1xx": r[1], "2xx": r[2], "3xx": r[3], "4xx": r[4], "5xx": r[5]}}
 
 
@@ -81,6 +83,7 @@ class L7Proxy:
         self.routers: dict[tuple[int, bool], CookieRouter] = {}
         self.conns = ConnPool(limits.max_idle_per_server, limits.idle_server_ms / 1000)
         self.sessions: set = set()
+        self.reserve = DescriptorReserve(self._pause_accepting, self._resume_accepting)
         self.sweeper: asyncio.TimerHandle | None = None
         self.passive = PassiveReports()     # check_passive: hooks (backend_id, server_key, reason)
 
@@ -93,6 +96,7 @@ class L7Proxy:
         loaded, nothing changes and the error is raised. Listeners that stay keep
         accepting; sessions of removed frontends finish."""
         self.loop = asyncio.get_running_loop()
+        self.reserve.refresh()
         wanted = {f.listen_key: f for f in frontends if handles(f)}
         new_socks: dict[tuple, socket.socket] = {}
         tls: dict[tuple, TlsFrontend] = {}
@@ -156,7 +160,7 @@ class L7Proxy:
                             if f.protocol != Protocol.TCP else None)
             state.tls = tls.get(key)
             want_tls = state.tls is not None
-            if state.server is None or state.server_tls != want_tls:
+            if (state.server is None and not self.reserve.paused) or state.server_tls != want_tls:
                 if state.server is not None:
                     state.server.close()
                 state.server = await self._serve(state, self.listen_socks[key])
@@ -175,6 +179,20 @@ class L7Proxy:
             kw = {"ssl": state.tls.context,
                   "ssl_handshake_timeout": min(state.spec.timeout_client_ms, self.limits.head_timeout_ms) / 1000}
         return await self.loop.create_server(factory, sock=sock.dup(), backlog=4096, **kw)
+
+    def _pause_accepting(self) -> None:
+        for state in self.frontends.values():
+            if state.server is not None:
+                state.server.close()
+                state.server = None
+
+    def _resume_accepting(self) -> None:
+        async def serve(key: tuple, state: FrontendState) -> None:
+            if state.server is None and not self.reserve.paused and self.frontends.get(key) is state:
+                state.server = await self._serve(state, self.listen_socks[key])
+                state.server_tls = state.tls is not None
+        for key, state in self.frontends.items():
+            self.loop.create_task(serve(key, state))
 
     def _sweep(self) -> None:
         self.conns.sweep()
@@ -230,6 +248,7 @@ class L7Proxy:
 
     async def drain(self, grace_s: float) -> None:
         """No new connections; open sessions get `grace_s` to finish."""
+        self.reserve.stop()
         for state in self.frontends.values():
             if state.server is not None:
                 state.server.close()
@@ -239,6 +258,7 @@ class L7Proxy:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        self.reserve.stop()
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
