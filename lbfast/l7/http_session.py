@@ -104,6 +104,7 @@ class HttpSession(asyncio.Protocol):
         self.paused: set[str] = set()
         self.closed = False
         self.admitted = False       # counted in frontend.active (else queued or refused)
+        self.queued_data = b""      # what arrived while queued
         self.client_eof = False
         self.client_ip = "0.0.0.0"
         self.client_port = 0
@@ -146,6 +147,9 @@ class HttpSession(asyncio.Protocol):
             self.resume_reading("queue")
         self.head_start = self.client_at
         self.check_timer()
+        if self.queued_data:
+            data, self.queued_data = self.queued_data, b""
+            self.data_received(data)
 
     def queue_expired(self) -> None:
         """No slot within timeout_queue: 503."""
@@ -154,6 +158,10 @@ class HttpSession(asyncio.Protocol):
         self.send_page(503)
 
     def data_received(self, data):
+        if not self.admitted:       # queued: uvloop reads once even if paused in connection_made
+            self.queued_data += data
+            self.transport.pause_reading()
+            return
         now = self.loop.time()
         self.client_at = now
         n = len(data)
