@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lbfast.enums import Protocol
+from lbfast.l7 import _tickets
 from lbfast.l7.channel import MAX_FDS, Channel
 from lbfast.l7.limits import L7Limits
 from lbfast.l7.proxy import cipher_suite, handles
@@ -127,7 +128,7 @@ class L7Dataplane:
     def __init__(self, workers: int = 0, secret: bytes | None = None, limits: L7Limits = L7Limits()):
         self.workers_wanted = workers
         self.secret = secret or secrets.token_bytes(32)     # signs sticky cookies (the daemon's from its config)
-        self.ticket_keys = secrets.token_bytes(80)          # TLS tickets resume on any worker
+        self.ticket_keys = secrets.token_bytes(_tickets.KEY_BYTES)   # TLS tickets resume on any worker
         self.ticket_rotation: asyncio.Task | None = None
         self.limits = limits
         self.frontends: dict[tuple, FrontendSpec] = {}
@@ -256,14 +257,17 @@ class L7Dataplane:
                 w.send({"cmd": "secret", "secret": secret})
 
     async def _rotate_ticket_keys(self) -> None:
-        """New session-ticket keys every TICKET_KEY_LIFE_S: a stolen key opens at most that
-        much recorded traffic (tickets under the old key then fall back to a full handshake)."""
         while True:
             await asyncio.sleep(TICKET_KEY_LIFE_S)
-            self.ticket_keys = secrets.token_bytes(80)
-            for w in self.workers:
-                w.send({"cmd": "ticket_keys", "keys": self.ticket_keys})
-            log.info("TLS session-ticket keys rotated")
+            self.rotate_ticket_keys()
+
+    def rotate_ticket_keys(self) -> None:
+        """A new session-ticket key (every TICKET_KEY_LIFE_S): a stolen key opens at most two
+        periods of recorded traffic; tickets under the previous key still resume, once."""
+        self.ticket_keys = secrets.token_bytes(_tickets.KEY_BYTES)
+        for w in self.workers:
+            w.send({"cmd": "ticket_keys", "keys": self.ticket_keys})
+        log.info("TLS session-ticket keys rotated")
 
     # -- health and sessions -------------------------------------------------------------
     def set_server_health(self, backend_id: int, server_key: str, up: bool) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from lbfast.enums import Protocol, ProxyProtocol, Stickiness
 from lbfast.admission import ConnectionQueue, DescriptorReserve
+from lbfast.l7 import _tickets
 from lbfast.l7._cookie import CookieRouter
 from lbfast.l7.http_session import HttpSession
 from lbfast.l7.limits import L7Limits
@@ -74,7 +75,9 @@ class L7Proxy:
     def __init__(self, secret: bytes, limits: L7Limits = L7Limits(), ticket_keys: bytes | None = None):
         from lbfast.l7.upstream import ConnPool
         self.secret = secret
-        self.ticket_keys = ticket_keys
+        self.ticket_keys = ticket_keys is not None     # the daemon's keys: tickets resume on any worker
+        if ticket_keys is not None:
+            _tickets.rotate(ticket_keys)
         self.limits = limits
         self.loop: asyncio.AbstractEventLoop | None = None
         self.frontends: dict[tuple, FrontendState] = {}
@@ -227,11 +230,10 @@ class L7Proxy:
             self.secret = secret
             self.routers = {}
 
-    def rotate_ticket_keys(self, keys: bytes) -> None:
-        self.ticket_keys = keys
-        for state in self.frontends.values():
-            if state.tls is not None:
-                state.tls.use_ticket_keys(keys)
+    @staticmethod
+    def rotate_ticket_keys(key: bytes) -> None:
+        """Tickets are issued under `key` from now on; the previous key still resumes."""
+        _tickets.rotate(key)
 
     def passive_response(self, backend_id: int, server_key: str, status: int) -> None:
         """A response of a server whose backend has check_passive: a failure or a success."""
