@@ -128,7 +128,8 @@ class L7Dataplane:
     def __init__(self, workers: int = 0, secret: bytes | None = None, limits: L7Limits = L7Limits()):
         self.workers_wanted = workers
         self.secret = secret or secrets.token_bytes(32)     # signs sticky cookies (the daemon's from its config)
-        self.ticket_keys = secrets.token_bytes(_tickets.KEY_BYTES)   # TLS tickets resume on any worker
+        # TLS tickets resume on any worker: (previous, current) key, a restarted worker gets both
+        self.ticket_keys = (secrets.token_bytes(_tickets.KEY_BYTES),)
         self.ticket_rotation: asyncio.Task | None = None
         self.limits = limits
         self.frontends: dict[tuple, FrontendSpec] = {}
@@ -264,9 +265,9 @@ class L7Dataplane:
     def rotate_ticket_keys(self) -> None:
         """A new session-ticket key (every TICKET_KEY_LIFE_S): a stolen key opens at most two
         periods of recorded traffic; tickets under the previous key still resume, once."""
-        self.ticket_keys = secrets.token_bytes(_tickets.KEY_BYTES)
+        self.ticket_keys = (self.ticket_keys[-1], secrets.token_bytes(_tickets.KEY_BYTES))
         for w in self.workers:
-            w.send({"cmd": "ticket_keys", "keys": self.ticket_keys})
+            w.send({"cmd": "ticket_keys", "keys": self.ticket_keys[-1]})
         log.info("TLS session-ticket keys rotated")
 
     # -- health and sessions -------------------------------------------------------------

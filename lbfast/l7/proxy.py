@@ -72,12 +72,12 @@ class FrontendState:
 class L7Proxy:
     name = "l7"
 
-    def __init__(self, secret: bytes, limits: L7Limits = L7Limits(), ticket_keys: bytes | None = None):
+    def __init__(self, secret: bytes, limits: L7Limits = L7Limits(), ticket_keys: Sequence[bytes] = ()):
         from lbfast.l7.upstream import ConnPool
         self.secret = secret
-        self.ticket_keys = ticket_keys is not None     # the daemon's keys: tickets resume on any worker
-        if ticket_keys is not None:
-            _tickets.rotate(ticket_keys)
+        self.ticket_keys = bool(ticket_keys)    # the daemon's keys: tickets resume on any worker
+        for key in ticket_keys:                 # oldest first
+            _tickets.rotate(key)
         self.limits = limits
         self.loop: asyncio.AbstractEventLoop | None = None
         self.frontends: dict[tuple, FrontendState] = {}

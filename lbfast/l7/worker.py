@@ -59,7 +59,7 @@ class Worker:
     async def handle(self, msg: dict):
         cmd = msg["cmd"]
         if cmd == "init":
-            self.proxy = L7Proxy(msg["secret"], msg["limits"], msg.get("ticket_keys"))
+            self.proxy = L7Proxy(msg["secret"], msg["limits"], msg.get("ticket_keys", ()))
             self.grace_s = msg["limits"].drain_ms / 1000
             self.proxy.passive.on_failure = self.passive_event("passive")
             self.proxy.passive.on_ok = self.passive_event("passive_ok")
