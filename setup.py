@@ -8,6 +8,7 @@ extensions = [
     Extension("lbfast._tcpprobe", ["lbfast/_tcpprobe.pyx"]),
     Extension("lbfast.l7._http", ["lbfast/l7/_http.pyx"]),
     Extension("lbfast.l7._cookie", ["lbfast/l7/_cookie.pyx"]),
+    Extension("lbfast.l7._tickets", ["lbfast/l7/_tickets.pyx"], libraries=["ssl", "crypto"]),
 ]
 
 setup(

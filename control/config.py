@@ -2,6 +2,7 @@
 every error naming the field path; saved atomically (mode 0600: it holds private keys)."""
 import ipaddress
 import os
+import secrets
 import tempfile
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -101,7 +102,7 @@ def dump(config: Config) -> bytes:
 
 
 REDACTED = "<REDACTED>"         # what people and API clients see of a secret (Linode's word)
-SECRETS = frozenset({"key_pem", "token", "auth_pass"})
+SECRETS = frozenset({"key_pem", "token", "auth_pass", "cookie_secret"})
 
 
 def redact(node):
@@ -134,6 +135,15 @@ def save(config: Config, path: str | os.PathLike) -> None:
         os.fsync(dirfd)
     finally:
         os.close(dirfd)
+
+
+def keep_cookie_secret(config: Config, path: str | os.PathLike, running: str | None = None) -> None:
+    """A config without a cookie secret gets the running one (or, at first start, a new
+    one) and is written back, so a restart, or the HA peer sharing this file, signs cookies
+    alike and every sticky client stays on its server."""
+    if config.dataplane.cookie_secret is None:
+        config.dataplane.cookie_secret = running or secrets.token_urlsafe(32)
+        save(config, path)
 
 
 def objects(config: Config) -> Iterator[tuple[str, object]]:

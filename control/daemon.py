@@ -22,6 +22,7 @@ from control.health import HealthMonitor
 from control.status import StatusView
 from control.sync import backend_specs, frontend_specs
 from lbfast import access_log
+from lbfast.admission import raise_open_files_limit
 from lbfast.enums import DataplaneMode, Health, OnMarkedDown, Protocol, ProxyProtocol
 from lbfast.l4proxy import L4Proxy
 from lbfast.l7 import L7Dataplane
@@ -66,8 +67,8 @@ class Daemon:
         self.health = HealthMonitor(self._health_changed)
         self.backends = {}                   # backend id -> BackendSpec of the running config
         self.view = StatusView(self)         # /status, /status.json and `lbfast top`
-        self.l4.on_connect_failure = self._passive_failure
-        self.l7.on_passive_failure = self._passive_failure
+        self.l4.passive.on_failure = self.l7.on_passive_failure = self._passive_failure
+        self.l4.passive.on_ok = self.l7.on_passive_ok = self._passive_ok
 
     # -- apply and reload ---------------------------------------------------------
     def _partition(self, specs: list) -> tuple[list, list]:
@@ -96,6 +97,8 @@ class Daemon:
                 await self.l7.apply(held)
                 raise
             self.l7.workers_wanted = config.dataplane.workers
+            if config.dataplane.cookie_secret:
+                self.l7.use_secret(config.dataplane.cookie_secret.encode())
             try:
                 await self.l7.apply(specs)
             except BaseException:
@@ -134,16 +137,21 @@ class Daemon:
                         extra={"backend": backend_id, "server": server_key})
 
     def _passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
-        """Linode check_passive: a failed connect or a 5xx takes the server out at once."""
+        """Linode check_passive: `attempts` consecutive failed connects or 5xx take the server out."""
         backend = self.backends.get(backend_id)
         if backend is not None and backend.health_check.passive:
             self.health.report_passive_failure(backend_id, server_key, reason)
+
+    def _passive_ok(self, backend_id: int, server_key: str, reason: str) -> None:
+        self.health.report_passive_ok(backend_id, server_key)
 
     async def commit(self, new) -> None:
         """Apply a changed config (API, CLI through the API) and write it to the file.
         The caller holds self.lock. If the data planes refuse it, nothing is written; if
         the write fails, the data planes go back to the old config."""
         old = self.config
+        if new.dataplane.cookie_secret is None:     # a whole new config keeps the cookies valid
+            new.dataplane.cookie_secret = old.dataplane.cookie_secret
         try:
             await self.apply(new)
             try:
@@ -169,6 +177,7 @@ class Daemon:
         async with self.lock:
             try:
                 new = configfile.load(self.config_path)
+                configfile.keep_cookie_secret(new, self.config_path, self.config.dataplane.cookie_secret)
                 await self.apply(new)
             except Exception as e:
                 reason = self._refused("reload", e)
@@ -287,7 +296,9 @@ class Daemon:
             raise DaemonFailed(self.failure)
 
     async def _run(self) -> None:
+        raise_open_files_limit()            # the proxies keep a reserve of it for checks and control
         config = configfile.load(self.config_path)
+        configfile.keep_cookie_secret(config, self.config_path)
         await self.in_xdp_thread(self._start_xdp, config)
         try:
             await self.apply(config)

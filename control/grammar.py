@@ -69,6 +69,8 @@ Word = pattern(r"[A-Za-z0-9_.-]+", 1, 64, "a word (letters, digits, _.-)")
 InterfaceName = rule(lambda v: re.fullmatch(r"[A-Za-z0-9_.-]*", v) is not None and v not in (".", ".."),
                      0, 15, "an interface name (up to 15 of letters, digits, _.-)")
 # bearer tokens travel in HTTP headers: visible ASCII only
+CookieSecret = pattern(r"[A-Za-z0-9_-]+", 32, 128, "a cookie secret (32..128 of A-Z a-z 0-9 _ -)",
+                       secret=True)
 ApiToken = pattern(r"[\x21-\x7e]+", 1, 4096, "a token of visible ASCII characters", secret=True)
 # PEM is ASCII armour: lines of printable ASCII
 Pem = pattern(r"[\x20-\x7e\t\r\n]*", 0, 1_000_000, "PEM text (printable ASCII lines)", secret=True)

@@ -8,12 +8,12 @@ from typing import Annotated
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt,
                       ValidationInfo, field_validator)
 
-from control.grammar import (ApiToken, BpffsDir, CookieName, DnsName, HttpHost, HttpToken, HttpUri,
-                             Ident, InterfaceName, IpAddress, Listen, LogFile, Network, Pem, ProtocolUser,
-                             ServerName, UnscopedIpAddress, Uuid, Word, free_text, object_kind, pattern, text)
+from control.grammar import (ApiToken, BpffsDir, CookieName, CookieSecret, DnsName, HttpHost, HttpToken,
+                             HttpUri, Ident, InterfaceName, IpAddress, Listen, LogFile, Network, Pem,
+                             ProtocolUser, ServerName, UnscopedIpAddress, Uuid, Word, free_text, object_kind,
+                             pattern, text)
 from lbfast.enums import (AccessLogFormat, Algorithm, CheckType, CipherSuite, DataplaneMode, HaMode,
-                          OnMarkedDown,
-                          Protocol, ProxyProtocol, ServerMode, Stickiness, XdpMode)
+                          OnMarkedDown, Protocol, ProxyProtocol, ServerMode, Stickiness, XdpMode)
 
 
 def int_range(lo: int, hi: int):
@@ -102,13 +102,15 @@ class Backend(Identified):
     algorithm: Algorithm = Algorithm.ROUNDROBIN
     stickiness: Stickiness = Stickiness.NONE
     sticky_cookie_name: CookieName = "lbfast"
-    sticky_timeout_ms: Millis = 600_000
+    sticky_timeout_ms: Millis | None = None   # table: 10 min if unset; cookie: Max-Age, else a session cookie
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
     timeout_server_ms: Millis = 300_000
     timeout_connect_ms: Millis = 5_000
     timeout_tunnel_ms: Millis = 900_000
     on_marked_down_action: OnMarkedDown = OnMarkedDown.NONE
     retries: int_range(0, 10) = 3
+    max_connections: int_range(0, 2**31 - 1) = 0   # open client connections per frontend, 0: no cap
+    timeout_queue_ms: Millis | None = None    # a connection beyond the cap waits this long (None: timeout_connect)
     health_check: HealthCheck = Field(default_factory=HealthCheck)
     servers: list[Server] = Field(default_factory=list)
     created_at: datetime | None = None
@@ -175,6 +177,9 @@ class DataplaneSection(Strict):
     snat_addresses: list[UnscopedIpAddress] = Field(default_factory=list)
     workers: int_range(0, 256) = 0            # L7 worker processes, 0: one per CPU
     pin_dir: BpffsDir = "/sys/fs/bpf/lbfast"  # pinned XDP maps: flows survive restarts
+    # signs sticky cookies; made at first start and kept in the file, so a restart or the HA
+    # peer sharing this file keeps every cookie pointing at the same server
+    cookie_secret: CookieSecret | None = None
 
 
 Asn = int_range(1, 2**32 - 1)

@@ -2,7 +2,8 @@
 diff and apply (lbfast never sees the model itself)."""
 from control.config import frontend_protocol
 from control.model import Backend, Config, HealthCheck, LoadBalancer
-from lbfast.spec import AccessLogSpec, BackendSpec, CertificateSpec, FrontendSpec, HealthCheckSpec, ServerSpec
+from lbfast.spec import (TABLE_STICKY_TIMEOUT_MS, AccessLogSpec, BackendSpec, CertificateSpec, FrontendSpec,
+                         HealthCheckSpec, ServerSpec)
 
 
 def health_spec(hc: HealthCheck) -> HealthCheckSpec:
@@ -21,10 +22,14 @@ def backend_spec(b: Backend) -> BackendSpec:
     return BackendSpec(
         id=b.id, uuid=b.uuid, name=b.name, protocol=b.protocol, algorithm=b.algorithm,
         stickiness=b.stickiness, sticky_cookie_name=b.sticky_cookie_name,
-        sticky_timeout_ms=b.sticky_timeout_ms, proxy_protocol=b.proxy_protocol,
+        sticky_timeout_ms=b.sticky_timeout_ms or TABLE_STICKY_TIMEOUT_MS,
+        cookie_max_age_s=-(-b.sticky_timeout_ms // 1000) if b.sticky_timeout_ms else None,
+        proxy_protocol=b.proxy_protocol,
         timeout_server_ms=b.timeout_server_ms, timeout_connect_ms=b.timeout_connect_ms,
         timeout_tunnel_ms=b.timeout_tunnel_ms, on_marked_down=b.on_marked_down_action,
-        retries=b.retries, health_check=health_spec(b.health_check), servers=servers)
+        retries=b.retries, max_connections=b.max_connections,
+        timeout_queue_ms=b.timeout_queue_ms or b.timeout_connect_ms,
+        health_check=health_spec(b.health_check), servers=servers)
 
 
 def lb_frontend_specs(lb: LoadBalancer, access_log: AccessLogSpec | None = None) -> list[FrontendSpec]:

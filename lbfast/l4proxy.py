@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from lbfast import proxy_header
 from lbfast.access_log import ConnectionLog
 from lbfast.enums import Protocol, ProxyProtocol
+from lbfast.admission import ConnectionQueue, DescriptorReserve
 from lbfast.listeners import listening_socket
+from lbfast.passive import PassiveReports, failed_connect
 from lbfast.routing import Pool, ServerState
 from lbfast.spec import BackendSpec, FrontendSpec
 
@@ -18,13 +20,15 @@ log = logging.getLogger("lbfast.l4")
 
 L4_PROTOCOLS = (Protocol.TCP,)
 class FrontendState:
-    __slots__ = ("spec", "pool", "server", "active", "total", "bytes_in", "bytes_out", "refused",
-                 "timeouts")
+    __slots__ = ("spec", "pool", "sock", "server", "queue", "active", "total", "bytes_in", "bytes_out",
+                 "refused", "timeouts")
 
     def __init__(self, spec: FrontendSpec):
         self.spec = spec
         self.pool: Pool | None = None
-        self.server: asyncio.base_events.Server | None = None
+        self.sock: socket.socket | None = None                   # the listener; kept while paused
+        self.server: asyncio.base_events.Server | None = None   # accepting on a dup of it, or None
+        self.queue = ConnectionQueue()      # connections beyond max_connections
         self.active = 0
         self.total = 0
         self.bytes_in = 0
@@ -36,7 +40,7 @@ class FrontendState:
         return {"id": self.spec.id, "name": self.spec.name, "address": self.spec.address,
                 "port": self.spec.port, "active": self.active, "total": self.total,
                 "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "refused": self.refused,
-                "timeouts": self.timeouts}
+                "timeouts": self.timeouts, "queued": len(self.queue.waiting)}
 
 
 class Session:
@@ -53,6 +57,7 @@ class Session:
         self.client_eof = False
         self.server_eof = False
         self.closed = False
+        self.admitted = False               # counted in frontend.active (else queued or refused)
         self.connecting = True
         self.connect_expired = False
         self.task: asyncio.Task | None = None
@@ -65,8 +70,6 @@ class Session:
     def client_connected(self, transport: asyncio.Transport) -> None:
         self.client = transport
         transport.pause_reading()           # client data waits in the kernel until a server is up
-        self.frontend.active += 1
-        self.frontend.total += 1
         self.proxy.sessions.add(self)
         spec = self.frontend.spec
         if spec.access_log is not None:
@@ -74,7 +77,24 @@ class Session:
             self.log = ConnectionLog(spec.access_log, spec.name, (peer[0], peer[1]), self.proxy.loop.time())
         # The loop is passed around, never looked up: each asyncio.get_running_loop()
         # (ensure_future, asyncio.timeout) costs a getpid syscall, 13% of a short connection.
+        loop = self.proxy.loop
+        self.proxy.reserve.accepted(loop, transport)
+        backend = self.pool.spec
+        if self.frontend.queue.full(self.frontend.active, backend.max_connections):
+            self.frontend.queue.wait(loop, self, backend.timeout_queue_ms / 1000)
+            return
+        self.admit()
+
+    def admit(self) -> None:
+        self.admitted = True
+        self.frontend.active += 1
+        self.frontend.total += 1
         self.task = self.proxy.loop.create_task(self._connect_server())
+
+    def queue_expired(self) -> None:
+        """No slot within timeout_queue: the connection is closed unserved."""
+        self.frontend.refused += 1
+        self.close(abort=True)
 
     async def _connect_server(self) -> None:
         peer = self.client.get_extra_info("peername")
@@ -114,6 +134,8 @@ class Session:
             if self.log is not None:
                 self.log.connected_at = loop.time()
                 self.log.server = state
+            if self.proxy.passive.failing:
+                self.proxy.passive.ok(backend.id, state.key, "connected")
             if self.closed:             # the client left while we connected
                 self.server.close()
                 return
@@ -159,7 +181,11 @@ class Session:
         for t in (self.client, self.server):
             if t is not None:
                 t.abort() if abort else t.close()
-        self.frontend.active -= 1
+        if self.admitted:
+            self.frontend.active -= 1
+            self.frontend.queue.released(self.frontend.active, self.pool.spec.max_connections)
+        else:
+            self.frontend.queue.leave(self)
         if self.server_state is not None:
             self.server_state.active -= 1
         self.proxy.sessions.discard(self)
@@ -297,7 +323,8 @@ class L4Proxy:
         self.frontends: dict[tuple, FrontendState] = {}
         self.pools: dict[int, Pool] = {}
         self.sessions: set[Session] = set()
-        self.on_connect_failure = None     # hook(backend_id, server_key, reason): passive checks
+        self.reserve = DescriptorReserve(self._pause_accepting, self._resume_accepting)
+        self.passive = PassiveReports()     # check_passive: failed and recovered connects
 
     @staticmethod
     def handles(spec: FrontendSpec) -> bool:
@@ -308,6 +335,7 @@ class L4Proxy:
         """Bind new listeners first (if one fails, nothing changes and the error is raised),
         then switch specs and close listeners that are gone; their sessions finish."""
         self.loop = asyncio.get_running_loop()
+        self.reserve.refresh()
         wanted = {f.listen_key: f for f in frontends if self.handles(f)}
         pools: dict[int, Pool] = {}
         for f in wanted.values():
@@ -318,14 +346,14 @@ class L4Proxy:
             state.pool = pools[state.spec.backend.id]
         try:
             for state in added.values():
+                state.sock = listening_socket(state.spec.address, state.spec.port, name=state.spec.name)
                 state.server = await self._listen(state)
         except OSError:
             for state in added.values():
-                if state.server:
-                    state.server.close()
+                self._stop_listening(state)
             raise
         for key in set(self.frontends) - set(wanted):
-            self.frontends.pop(key).server.close()
+            self._stop_listening(self.frontends.pop(key))
         for key, f in wanted.items():
             state = added.get(key) or self.frontends[key]
             state.spec = f
@@ -336,10 +364,38 @@ class L4Proxy:
         self.pools = pools
 
     async def _listen(self, state: FrontendState) -> asyncio.base_events.Server:
-        spec = state.spec
-        sock = listening_socket(spec.address, spec.port, name=spec.name)
+        # on a duplicate: pausing closes the server, the listener and its backlog stay
         return await asyncio.get_running_loop().create_server(
-            lambda: ClientProtocol(Session(self, state, state.pool)), sock=sock)
+            lambda: ClientProtocol(Session(self, state, state.pool)), sock=state.sock.dup())
+
+    @staticmethod
+    def _stop_listening(state: FrontendState) -> None:
+        if state.server is not None:
+            state.server.close()
+            state.server = None
+        if state.sock is not None:
+            state.sock.close()
+            state.sock = None
+
+    def listening(self, state: FrontendState) -> bool:
+        """The frontend's listener is open: accepting, or paused for descriptors (then
+        connections wait in its backlog)."""
+        if state.server is not None:
+            return state.server.is_serving()
+        return state.sock is not None and self.reserve.paused
+
+    def _pause_accepting(self) -> None:
+        for state in self.frontends.values():
+            if state.server is not None:
+                state.server.close()
+                state.server = None
+
+    def _resume_accepting(self) -> None:
+        async def listen(state: FrontendState) -> None:
+            if state.server is None and state.sock is not None and not self.reserve.paused:
+                state.server = await self._listen(state)
+        for state in self.frontends.values():
+            self.loop.create_task(listen(state))
 
     def set_server_health(self, backend_id: int, server_key: str, up: bool) -> None:
         pool = self.pools.get(backend_id)
@@ -355,8 +411,8 @@ class L4Proxy:
 
     def connect_failed(self, backend: BackendSpec, state: ServerState, exc: Exception) -> None:
         log.warning("connect to %s failed: %s", state.key, exc or "timeout")
-        if self.on_connect_failure is not None:
-            self.on_connect_failure(backend.id, state.key, str(exc) or "connect timeout")
+        if backend.health_check.passive and failed_connect(exc):
+            self.passive.failure(backend.id, state.key, f"connect failed: {str(exc) or 'connect timeout'}")
 
     def stats(self) -> dict:
         return {"frontends": [f.stats() for f in self.frontends.values()],
@@ -364,15 +420,16 @@ class L4Proxy:
 
     async def drain(self, grace_s: float) -> None:
         """Graceful stop: no new connections; open sessions get `grace_s` to finish."""
-        for state in self.frontends.values():
-            state.server.close()
+        self.reserve.stop()
+        self._pause_accepting()
         deadline = asyncio.get_running_loop().time() + grace_s
         while self.sessions and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        self.reserve.stop()
         for state in self.frontends.values():
-            state.server.close()
+            self._stop_listening(state)
         for s in list(self.sessions):
             s.close()
         self.frontends.clear()

@@ -50,6 +50,9 @@ class HealthCheckSpec:
     passive: bool = False            # Linode check_passive: 5xx / failed connect marks down
 
 
+TABLE_STICKY_TIMEOUT_MS = 600_000     # a source-table entry's life when the backend sets none
+
+
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
     id: int
@@ -59,7 +62,8 @@ class BackendSpec:
     algorithm: Algorithm = Algorithm.ROUNDROBIN
     stickiness: Stickiness = Stickiness.NONE
     sticky_cookie_name: str = "lbfast"
-    sticky_timeout_ms: int = 600_000
+    sticky_timeout_ms: int = TABLE_STICKY_TIMEOUT_MS
+    cookie_max_age_s: int | None = None   # the sticky cookie's Max-Age; None: a session cookie
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
     timeout_server_ms: int = 300_000
     timeout_connect_ms: int = 5_000
@@ -67,6 +71,8 @@ class BackendSpec:
     on_marked_down: OnMarkedDown = OnMarkedDown.NONE
     cipher_suite: CipherSuite = CipherSuite.RECOMMENDED
     retries: int = 3
+    max_connections: int = 0         # open client connections per frontend; beyond: wait, then 503 / close
+    timeout_queue_ms: int = 5_000    # how long a connection beyond max_connections waits for a slot
     health_check: HealthCheckSpec = HealthCheckSpec()
     servers: tuple[ServerSpec, ...] = ()
 

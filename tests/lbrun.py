@@ -73,18 +73,22 @@ class Daemon:
     """`lbfast run` on a config dict; the file is rewritten by `write()` and picked up
     with `reload()` (control socket) or `sighup()`. `command` runs another lbfast (an installed one)."""
 
-    def __init__(self, tmp: Path, config: dict, wrap: list[str] | None = None, env: dict | None = None,
-                 command: list[str] = LBFAST, cwd: Path = Path(__file__).parent.parent):
+    def __init__(self, tmp: Path, config: dict | None, wrap: list[str] | None = None, env: dict | None = None,
+                 command: list[str] = LBFAST, cwd: Path = Path(__file__).parent.parent,
+                 path: Path | None = None, preexec_fn=None):
+        """`config` None: run on the file at `path` as it is (two daemons sharing one file)."""
         self.tmp = Path(tmp)
-        self.path = self.tmp / "lbfast.json"
+        self.path = Path(path) if path is not None else self.tmp / "lbfast.json"
         self.socket = str(self.tmp / "lbfast.sock")
         self.pidfile = str(self.tmp / "lbfast.pid")
         self.log = open(self.tmp / "lbfast.log", "wb")
-        self.write(config)
+        if config is not None:
+            self.write(config)
         self.proc = subprocess.Popen(
             [*(wrap or []), *command, "run", "--config", str(self.path), "--socket", self.socket,
              "--pidfile", self.pidfile, "--log-level", "info"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})})
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd,
+            env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
         wait_for(self._ready, timeout=20, what="lbfast daemon")
 
     def _ready(self) -> bool:

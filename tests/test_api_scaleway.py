@@ -141,12 +141,14 @@ def test_backend_create_get_update_delete(api, lb, backend):
         "name": "web2", "forward_protocol": "tcp", "forward_port": 18181, "forward_port_algorithm": "leastconn",
         "sticky_sessions": "table", "sticky_sessions_cookie_name": "", "send_proxy_v2": True,
         "timeout_server": "30s", "timeout_connect": 2500, "timeout_tunnel": "1m30s",
-        "on_marked_down_action": "shutdown_sessions", "max_retries": 2}))
+        "on_marked_down_action": "shutdown_sessions", "max_retries": 2,
+        "max_connections": 500, "timeout_queue": "3s"}))
     assert updated["pool"] == backend["pool"] and updated["health_check"] == hc
     assert (updated["name"], updated["forward_port"], updated["forward_port_algorithm"]) == ("web2", 18181, "leastconn")
     assert (updated["timeout_server"], updated["timeout_connect"], updated["timeout_tunnel"]) == ("30s", "2.5s", "90s")
     assert updated["proxy_protocol"] == "proxy_protocol_v2" and updated["sticky_sessions"] == "table"
     assert updated["on_marked_down_action"] == "shutdown_sessions" and updated["max_retries"] == 2
+    assert (updated["max_connections"], updated["timeout_queue"]) == (500, "3s")    # stored, not ignored
     listed = api.ok(api.scw("GET", f"/lbs/{lb['id']}/backends"))
     assert listed["total_count"] == 1 and listed["backends"][0]["id"] == backend["id"]
     assert api.scw("DELETE", path).status_code == 204

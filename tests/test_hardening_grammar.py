@@ -33,7 +33,7 @@ def base() -> dict:
         "api": {"listen": "127.0.0.1:8950", "token": "t0ken"},
         "ip_pool": ["127.0.0.64/26"],
         "dataplane": {"mode": "userspace", "interfaces": ["eth0"], "snat_addresses": ["10.0.0.250"],
-                      "pin_dir": "/sys/fs/bpf/lbfast"},
+                      "pin_dir": "/sys/fs/bpf/lbfast", "cookie_secret": "c" * 32},
         "ha": {"interface": "eth0", "peers": ["10.0.0.2"], "source_address": "10.0.0.1",
                "bgp": {"router_id": "10.0.0.1", "neighbors": [{"address": "10.0.0.3", "as": 65000}]}},
         "lbs": [{

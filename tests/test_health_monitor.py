@@ -248,7 +248,7 @@ def test_update_keeps_state_of_unchanged_servers():
     run(scenario())
 
 
-def test_passive_failure_takes_the_server_down_until_rise_checks_pass():
+def test_fall_passive_failures_in_a_row_take_the_server_down_until_rise_checks_pass():
     async def scenario():
         listener = await Listener().start()
         events = Events()
@@ -265,9 +265,16 @@ def test_passive_failure_takes_the_server_down_until_rise_checks_pass():
             assert monitor.health(2, key) is Health.UP
             assert not monitor.report_passive_failure(1, "127.0.0.1:1", "HTTP 503")  # unknown server
 
+            # fall=3 failures in a row; a good live response in between starts over
+            assert not monitor.report_passive_failure(1, key, "HTTP 500")
+            assert not monitor.report_passive_failure(1, key, "HTTP 500")
+            monitor.report_passive_ok(1, key)
+            assert not monitor.report_passive_failure(1, key, "HTTP 500")
+            assert not monitor.report_passive_failure(1, key, "HTTP 500")
+            assert monitor.health(1, key) is Health.UP
             assert monitor.report_passive_failure(1, key, "HTTP 503 on a live request")
             assert monitor.health(1, key) is Health.DOWN
-            assert events.of(key)[-1] == (Health.DOWN, "passive: HTTP 503 on a live request")
+            assert events.of(key)[-1] == (Health.DOWN, "passive: 3 failures in a row, the last: HTTP 503 on a live request")
             up = asyncio.ensure_future(events.wait(key, Health.UP))
             counts = await watch_counts(monitor, (1, key), up)
             assert (Health.DOWN, 1, 0) in counts  # rise successes, not the first-check shortcut

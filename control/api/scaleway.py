@@ -122,8 +122,10 @@ BACKEND = Table("Backend", [
     Field("failover_host", nullable=True, ignored=True),
     Field("redispatch_attempt_count", type="integer", nullable=True, ignored=True, bounds=(0, 10)),
     Field("max_retries", "backend.retries", type="integer", nullable=True),
-    Field("max_connections", type="integer", nullable=True, ignored=True, bounds=(0, 2**31 - 1)),
-    Field("timeout_queue", duration=True, nullable=True, ignored=True),
+    Field("max_connections", "backend.max_connections", type="integer", nullable=True,
+          description="open client connections per frontend; 0: no cap"),
+    Field("timeout_queue", "backend.timeout_queue_ms", duration=True, nullable=True,
+          description="a connection beyond max_connections waits this long, then 503 (http) or close"),
     *DATES,
 ])
 CERTIFICATE = Table("Certificate", [
@@ -383,7 +385,7 @@ class View:
             "on_marked_down_action": BACKEND["on_marked_down_action"].show(b.on_marked_down_action),
             "ssl_bridging": b.protocol == Protocol.HTTPS, "ignore_ssl_server_verify": False,
             "failover_host": None, "redispatch_attempt_count": 0, "max_retries": b.retries,
-            "max_connections": 0, "timeout_queue": None,
+            "max_connections": b.max_connections, "timeout_queue": format_duration(b.timeout_queue_ms),
             "created_at": rfc3339(b.created_at), "updated_at": rfc3339(b.updated_at or b.created_at),
         }
 
@@ -495,7 +497,7 @@ def backend_fields(body, current: Backend | None) -> tuple[dict, list[str] | Non
         del fields["proxy_protocol"]              # proxy_protocol_unknown: not set
     if "proxy_protocol" not in fields and vals.get("send_proxy_v2") is not None:
         fields["proxy_protocol"] = ProxyProtocol.V2 if vals["send_proxy_v2"] else ProxyProtocol.NONE
-    for k in ("timeout_server_ms", "timeout_connect_ms", "timeout_tunnel_ms", "retries"):
+    for k in ("timeout_server_ms", "timeout_connect_ms", "timeout_tunnel_ms", "retries", "max_connections"):
         if k in fields and fields[k] is None:
             del fields[k]
     protocol = fields.get("protocol", current.protocol if current else Protocol.TCP)

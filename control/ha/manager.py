@@ -157,7 +157,7 @@ class HaManager:
         if self.daemon.stopping.is_set():
             return False, "daemon stopping"
         for state in self.daemon.l4.frontends.values():
-            if state.server is None or not state.server.is_serving():
+            if not self.daemon.l4.listening(state):
                 return False, f"listener {state.spec.address}:{state.spec.port} is not serving"
         return True, "serving"
 

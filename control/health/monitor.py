@@ -17,9 +17,10 @@ State rules, chosen for what HAProxy and keepalived users ask of an LB:
 - After the quick first check, each loop's next check lands at a random point of its
   interval, then every interval: phases end up uniformly spread, so 1,000 servers are
   not probed in the same millisecond, and no gap between two checks exceeds the interval.
-- A passive failure (Linode check_passive: the data plane saw a 5xx or a failed
-  connect) takes an UP server DOWN at once when its check has `passive` set; the active
-  check brings it back after `rise` successes.
+- Passive failures (Linode check_passive: the data plane saw a 5xx other than 501/505, or
+  a failed connect, never one the client caused) are counted like failed checks: `fall`
+  (`attempts`) of them in a row take an UP server DOWN; a good live response in between
+  starts the count again. The active check brings it back after `rise` successes.
 
 `on_change(backend_id, server_key, health, reason)` is called for the initial state of
 every server that appears (or whose check is turned on or off) and on every transition,
@@ -69,7 +70,7 @@ class ServerStatus:
 class ServerWatch:
     """Mutable state of one (backend, server) pair and the loop that checks it."""
     __slots__ = ("backend_id", "server_key", "address", "port", "check", "health",
-                 "successes", "failures", "first_chance", "last_result", "last_check",
+                 "successes", "failures", "passive_failures", "first_chance", "last_result", "last_check",
                  "last_change", "change_reason", "task")  # task: asyncio.Task or TcpProbeLoop
 
     def __init__(self, backend_id: int, server: ServerSpec, check: HealthCheckSpec) -> None:
@@ -81,6 +82,7 @@ class ServerWatch:
         self.health = Health.UNCHECKED
         self.successes = 0
         self.failures = 0
+        self.passive_failures = 0  # consecutive, of live traffic, towards `fall`
         self.first_chance = False  # DOWN, but UP on the next success (never proven bad)
         self.last_result: CheckResult | None = None
         self.last_check: float | None = None
@@ -135,7 +137,7 @@ class HealthMonitor:
     def _restart(self, watch: ServerWatch, check: HealthCheckSpec) -> None:
         self._stop(watch)
         watch.check = check
-        watch.successes = watch.failures = 0
+        watch.successes = watch.failures = watch.passive_failures = 0
         watch.first_chance = False
         if check.type is CheckType.NONE:
             if watch.health is not Health.UNCHECKED:
@@ -209,7 +211,8 @@ class HealthMonitor:
                 self._transition(watch, Health.DOWN, f"{watch.failures}/{check.fall} checks failed: {result.reason}")
 
     def report_passive_failure(self, backend_id: int, server_key: str, reason: str) -> bool:
-        """The data plane saw this server fail live traffic; True if that took it DOWN.
+        """The data plane saw this server fail live traffic; True if that was the `fall`th
+        failure in a row and took it DOWN.
 
         Ignored unless the server's check has `passive` set and is an active check (with
         no active check, nothing could ever bring the server back)."""
@@ -217,13 +220,21 @@ class HealthMonitor:
         if watch is None or watch.task is None or not watch.check.passive:
             return False
         watch.successes, watch.first_chance = 0, False
-        if watch.health is not Health.UP:
+        watch.passive_failures = min(watch.passive_failures + 1, watch.check.fall)
+        if watch.health is not Health.UP or watch.passive_failures < watch.check.fall:
             return False
-        self._transition(watch, Health.DOWN, f"passive: {reason}")
+        self._transition(watch, Health.DOWN, f"passive: {watch.check.fall} failures in a row, the last: {reason}")
         return True
+
+    def report_passive_ok(self, backend_id: int, server_key: str) -> None:
+        """The server answered live traffic well again: its passive count starts over."""
+        watch = self._watches.get((backend_id, server_key))
+        if watch is not None:
+            watch.passive_failures = 0
 
     def _transition(self, watch: ServerWatch, health: Health, reason: str) -> None:
         watch.health = health
+        watch.passive_failures = 0
         watch.last_change = time.time()
         watch.change_reason = reason
         level = logging.INFO if health is Health.UP else logging.WARNING

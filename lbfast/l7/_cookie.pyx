@@ -68,17 +68,20 @@ cdef class CookieRouter:
     """One backend's cookie routes: token -> ServerState, and each server's Set-Cookie."""
     cdef readonly bytes name
     cdef readonly int backend_id
+    cdef readonly object max_age
     cdef bytes secret
     cdef bytes attributes
     cdef dict by_token
     cdef dict lines
     cdef list servers
 
-    def __init__(self, bytes secret, int backend_id, str name, bint secure=False):
+    def __init__(self, bytes secret, int backend_id, str name, bint secure=False, max_age=None):
         self.secret = secret
         self.backend_id = backend_id
         self.name = name.encode()
-        self.attributes = b"; Path=/; HttpOnly" + (b"; Secure" if secure else b"")
+        self.max_age = max_age          # seconds; None: a session cookie
+        self.attributes = (b"; Path=/; HttpOnly" + (b"; Secure" if secure else b"")
+                           + (b"; Max-Age=%d" % max_age if max_age is not None else b""))
         self.by_token = {}
         self.lines = {}
         self.servers = []

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lbfast.enums import Protocol
+from lbfast.l7 import _tickets
 from lbfast.l7.channel import MAX_FDS, Channel
 from lbfast.l7.limits import L7Limits
 from lbfast.l7.proxy import cipher_suite, handles
@@ -25,6 +26,7 @@ log = logging.getLogger("lbfast.l7")
 CALL_TIMEOUT_S = 15.0
 STATS_EVERY_S = 1.0
 RESTART_DELAY_S = 0.5
+TICKET_KEY_LIFE_S = 3600.0
 # The directory that holds the lbfast package (a checkout or site-packages): workers import
 # the same lbfast as the daemon, whatever the daemon's cwd and PYTHONPATH.
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -98,6 +100,8 @@ class WorkerHandle:
                 fut.set_result(msg)
         elif msg.get("event") == "passive":
             self.dataplane.passive_failure(msg["backend_id"], msg["server_key"], msg["reason"])
+        elif msg.get("event") == "passive_ok" and self.dataplane.on_passive_ok is not None:
+            self.dataplane.on_passive_ok(msg["backend_id"], msg["server_key"], msg["reason"])
 
     def lost(self) -> None:
         for fut in self.pending.values():
@@ -125,8 +129,10 @@ class L7Dataplane:
 
     def __init__(self, workers: int = 0, secret: bytes | None = None, limits: L7Limits = L7Limits()):
         self.workers_wanted = workers
-        self.secret = secret or secrets.token_bytes(32)     # signs sticky cookies: one per daemon
-        self.ticket_keys = secrets.token_bytes(80)          # TLS tickets resume on any worker
+        self.secret = secret or secrets.token_bytes(32)     # signs sticky cookies (the daemon's from its config)
+        # TLS tickets resume on any worker: (previous, current) key, a restarted worker gets both
+        self.ticket_keys = (secrets.token_bytes(_tickets.KEY_BYTES),)
+        self.ticket_rotation: asyncio.Task | None = None
         self.limits = limits
         self.frontends: dict[tuple, FrontendSpec] = {}
         self.sockets: dict[tuple, list[socket.socket]] = {}
@@ -136,6 +142,7 @@ class L7Dataplane:
         self.stats_task: asyncio.Task | None = None
         self._tls_ok: set = set()
         self.on_passive_failure: Callable[[int, str, str], None] | None = None
+        self.on_passive_ok: Callable[[int, str, str], None] | None = None    # answered well after failing
 
     handles = staticmethod(handles)
 
@@ -196,6 +203,7 @@ class L7Dataplane:
         for w in self.workers:
             w.supervisor = asyncio.create_task(self._supervise(w))
         self.stats_task = asyncio.create_task(self._poll_stats())
+        self.ticket_rotation = asyncio.create_task(self._rotate_ticket_keys())
 
     async def _run_worker(self, w: WorkerHandle) -> None:
         await w.start()
@@ -233,15 +241,36 @@ class L7Dataplane:
 
     async def _stop_workers(self) -> None:
         self.stopping = True
-        if self.stats_task is not None:
-            self.stats_task.cancel()
-            self.stats_task = None
+        for task in (self.stats_task, self.ticket_rotation):
+            if task is not None:
+                task.cancel()
+        self.stats_task = self.ticket_rotation = None
         await asyncio.gather(*(w.stop(self.limits.drain_ms / 1000) for w in self.workers),
                              return_exceptions=True)
         for w in self.workers:
             if w.supervisor is not None:
                 w.supervisor.cancel()
         self.workers = []
+
+    def use_secret(self, secret: bytes) -> None:
+        """The cookie secret of the config; workers take it before the next apply."""
+        if secret != self.secret:
+            self.secret = secret
+            for w in self.workers:
+                w.send({"cmd": "secret", "secret": secret})
+
+    async def _rotate_ticket_keys(self) -> None:
+        while True:
+            await asyncio.sleep(TICKET_KEY_LIFE_S)
+            self.rotate_ticket_keys()
+
+    def rotate_ticket_keys(self) -> None:
+        """A new session-ticket key (every TICKET_KEY_LIFE_S): a stolen key opens at most two
+        periods of recorded traffic; tickets under the previous key still resume, once."""
+        self.ticket_keys = (self.ticket_keys[-1], secrets.token_bytes(_tickets.KEY_BYTES))
+        for w in self.workers:
+            w.send({"cmd": "ticket_keys", "keys": self.ticket_keys[-1]})
+        log.info("TLS session-ticket keys rotated")
 
     # -- health and sessions -------------------------------------------------------------
     def set_server_health(self, backend_id: int, server_key: str, up: bool) -> None:

@@ -105,6 +105,8 @@ class HttpSession(asyncio.Protocol):
         self.private: ServerConn | None = None
         self.paused: set[str] = set()
         self.closed = False
+        self.admitted = False       # counted in frontend.active (else queued or refused)
+        self.queued_data = b""      # what arrived while queued
         self.client_eof = False
         self.client_ip = "0.0.0.0"
         self.client_port = 0
@@ -132,13 +134,39 @@ class HttpSession(asyncio.Protocol):
         self.local_ip, self.local_port = client_address(transport.get_extra_info("sockname"))
         f = self.frontend
         self.extra = forwarded_lines(self.client_ip, "https" if f.tls is not None else "http", f.spec.port)
+        self.proxy.sessions.add(self)
+        self.proxy.reserve.accepted(self.loop, transport)
+        if f.queue.full(f.active, self.pool.spec.max_connections):
+            self.pause_reading("queue")     # its request waits in the kernel meanwhile
+            f.queue.wait(self.loop, self, self.pool.spec.timeout_queue_ms / 1000)
+            return
+        self.admit()
+
+    def admit(self) -> None:
+        f = self.frontend
         f.active += 1
         f.total += 1
-        self.proxy.sessions.add(self)
+        self.admitted = True
+        if "queue" in self.paused:
+            self.client_at = self.loop.time()
+            self.resume_reading("queue")
         self.head_start = self.client_at
         self.check_timer()
+        if self.queued_data:
+            data, self.queued_data = self.queued_data, b""
+            self.data_received(data)
+
+    def queue_expired(self) -> None:
+        """No slot within timeout_queue: 503."""
+        self.frontend.refused += 1
+        self.frontend.responses[5] += 1
+        self.send_page(503)
 
     def data_received(self, data):
+        if not self.admitted:       # queued: uvloop reads once even if paused in connection_made
+            self.queued_data += data
+            self.transport.pause_reading()
+            return
         now = self.loop.time()
         self.client_at = now
         n = len(data)
@@ -345,8 +373,8 @@ class HttpSession(asyncio.Protocol):
         ex.response = head
         f = self.frontend
         f.responses[min(status // 100, 5)] += 1
-        if status >= 500 and self.pool.spec.health_check.passive:
-            self.proxy.passive_failure(self.pool.spec.id, ex.conn.server.key, f"HTTP {status}")
+        if self.pool.spec.health_check.passive:
+            self.proxy.passive_response(self.pool.spec.id, ex.conn.server.key, status)
         keep = ex.head.keep_alive and not self.client_eof and ex.head.upgrade is None
         out = head.serialize(keep, ex.head.http_minor == 1, ex.is_head, ex.set_cookie or b"")
         ex.framing = head.framing
@@ -469,8 +497,9 @@ class HttpSession(asyncio.Protocol):
                 ex.pending = [b"0\r\n\r\n"] if ex.head.chunked else []
                 self.loop.create_task(self.open(ex))
                 return
-            if self.pool.spec.health_check.passive and ex.server is not None:
-                self.proxy.passive_failure(self.pool.spec.id, ex.server.key, "connection closed before a response")
+            # not the server's fault if it gave up on a request the client was still sending
+            if self.pool.spec.health_check.passive and ex.server is not None and ex.request_done:
+                self.proxy.passive.failure(self.pool.spec.id, ex.server.key, "connection closed before a response")
             self.fail(ex, 502, "server closed the connection")
         else:
             self.ended_by = "S"
@@ -582,8 +611,9 @@ class HttpSession(asyncio.Protocol):
         self.ended_by = "s" if kind == "server" else "c"
         if kind == "server":
             ex = self.current
-            if ex.server is not None and self.pool.spec.health_check.passive:
-                self.proxy.passive_failure(self.pool.spec.id, ex.server.key, "server timeout")
+            # a slow upload outlasting timeout_server is the client's doing, not the server's
+            if ex.server is not None and ex.request_done and self.pool.spec.health_check.passive:
+                self.proxy.passive.failure(self.pool.spec.id, ex.server.key, "server timeout")
             self.fail(ex, 504, "server timeout")
         elif kind in ("client", "head"):
             if kind == "head" and self.reader.idle:
@@ -625,6 +655,12 @@ class HttpSession(asyncio.Protocol):
             self.timer = None
         self.transport.close()
         self.drop_exchanges()
+        f = self.frontend
+        if self.admitted:
+            f.active -= 1
+            f.queue.released(f.active, self.pool.spec.max_connections)
+        else:
+            f.queue.leave(self)
         if self.tunnel_conn is not None:
             self.tunnel_conn.tunnel = None
             self.tunnel_conn.close()
@@ -633,7 +669,6 @@ class HttpSession(asyncio.Protocol):
         if self.private is not None:
             self.private.close()
             self.private = None
-        self.frontend.active -= 1
         self.proxy.sessions.discard(self)
 
     def log_request(self, ex: Exchange, state: str) -> None:

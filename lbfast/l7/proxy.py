@@ -4,15 +4,18 @@ frontend, the shared pool of idle server connections, and every open session."""
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from lbfast.enums import Protocol, ProxyProtocol, Stickiness
+from lbfast.admission import ConnectionQueue, DescriptorReserve
+from lbfast.l7 import _tickets
 from lbfast.l7._cookie import CookieRouter
 from lbfast.l7.http_session import HttpSession
 from lbfast.l7.limits import L7Limits
 from lbfast.l7.tls import TlsFrontend
 from lbfast import l4proxy
 from lbfast.listeners import listening_socket
+from lbfast.passive import PassiveReports, failed_connect, failed_status
 from lbfast.routing import Pool, ServerState
 from lbfast.spec import BackendSpec, FrontendSpec
 
@@ -32,7 +35,7 @@ def cipher_suite(spec: FrontendSpec):
 
 
 class FrontendState:
-    __slots__ = ("spec", "pool", "router", "tls", "server", "server_tls", "active", "total",
+    __slots__ = ("spec", "pool", "router", "tls", "server", "server_tls", "queue", "active", "total",
                  "requests", "bytes_in", "bytes_out", "bad_requests", "responses", "errors",
                  "refused", "timeouts")
 
@@ -43,6 +46,7 @@ class FrontendState:
         self.tls: TlsFrontend | None = None
         self.server: asyncio.AbstractServer | None = None
         self.server_tls = False
+        self.queue = ConnectionQueue()      # connections beyond max_connections
         self.active = 0
         self.total = 0
         self.requests = 0
@@ -61,17 +65,19 @@ class FrontendState:
                 "active": self.active, "total": self.total, "requests": self.requests,
                 "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "bad_requests": self.bad_requests, "errors": self.errors, "refused": self.refused,
-                "timeouts": self.timeouts,
+                "timeouts": self.timeouts, "queued": len(self.queue.waiting),
                 "responses": {"1xx": r[1], "2xx": r[2], "3xx": r[3], "4xx": r[4], "5xx": r[5]}}
 
 
 class L7Proxy:
     name = "l7"
 
-    def __init__(self, secret: bytes, limits: L7Limits = L7Limits(), ticket_keys: bytes | None = None):
+    def __init__(self, secret: bytes, limits: L7Limits = L7Limits(), ticket_keys: Sequence[bytes] = ()):
         from lbfast.l7.upstream import ConnPool
         self.secret = secret
-        self.ticket_keys = ticket_keys
+        self.ticket_keys = bool(ticket_keys)    # the daemon's keys: tickets resume on any worker
+        for key in ticket_keys:                 # oldest first
+            _tickets.rotate(key)
         self.limits = limits
         self.loop: asyncio.AbstractEventLoop | None = None
         self.frontends: dict[tuple, FrontendState] = {}
@@ -80,10 +86,9 @@ class L7Proxy:
         self.routers: dict[tuple[int, bool], CookieRouter] = {}
         self.conns = ConnPool(limits.max_idle_per_server, limits.idle_server_ms / 1000)
         self.sessions: set = set()
+        self.reserve = DescriptorReserve(self._pause_accepting, self._resume_accepting)
         self.sweeper: asyncio.TimerHandle | None = None
-        # hooks: (backend_id, server_key, reason)
-        self.on_passive_failure: Callable[[int, str, str], None] | None = None
-        self.on_connect_failure: Callable[[int, str, str], None] | None = None
+        self.passive = PassiveReports()     # check_passive: hooks (backend_id, server_key, reason)
 
     handles = staticmethod(handles)
 
@@ -94,6 +99,7 @@ class L7Proxy:
         loaded, nothing changes and the error is raised. Listeners that stay keep
         accepting; sessions of removed frontends finish."""
         self.loop = asyncio.get_running_loop()
+        self.reserve.refresh()
         wanted = {f.listen_key: f for f in frontends if handles(f)}
         new_socks: dict[tuple, socket.socket] = {}
         tls: dict[tuple, TlsFrontend] = {}
@@ -138,8 +144,10 @@ class L7Proxy:
             rkey = (f.backend.id, f.protocol == Protocol.HTTPS)
             if rkey not in routers:
                 router = self.routers.get(rkey)
-                if router is None or router.name != f.backend.sticky_cookie_name.encode():
-                    router = CookieRouter(self.secret, f.backend.id, f.backend.sticky_cookie_name, rkey[1])
+                if (router is None or router.name != f.backend.sticky_cookie_name.encode()
+                        or router.max_age != f.backend.cookie_max_age_s):
+                    router = CookieRouter(self.secret, f.backend.id, f.backend.sticky_cookie_name, rkey[1],
+                                          f.backend.cookie_max_age_s)
                 router.update(pools[f.backend.id].servers.values())
                 routers[rkey] = router
         self.routers = routers
@@ -156,7 +164,7 @@ class L7Proxy:
                             if f.protocol != Protocol.TCP else None)
             state.tls = tls.get(key)
             want_tls = state.tls is not None
-            if state.server is None or state.server_tls != want_tls:
+            if (state.server is None and not self.reserve.paused) or state.server_tls != want_tls:
                 if state.server is not None:
                     state.server.close()
                 state.server = await self._serve(state, self.listen_socks[key])
@@ -175,6 +183,20 @@ class L7Proxy:
             kw = {"ssl": state.tls.context,
                   "ssl_handshake_timeout": min(state.spec.timeout_client_ms, self.limits.head_timeout_ms) / 1000}
         return await self.loop.create_server(factory, sock=sock.dup(), backlog=4096, **kw)
+
+    def _pause_accepting(self) -> None:
+        for state in self.frontends.values():
+            if state.server is not None:
+                state.server.close()
+                state.server = None
+
+    def _resume_accepting(self) -> None:
+        async def serve(key: tuple, state: FrontendState) -> None:
+            if state.server is None and not self.reserve.paused and self.frontends.get(key) is state:
+                state.server = await self._serve(state, self.listen_socks[key])
+                state.server_tls = state.tls is not None
+        for key, state in self.frontends.items():
+            self.loop.create_task(serve(key, state))
 
     def _sweep(self) -> None:
         self.conns.sweep()
@@ -200,14 +222,26 @@ class L7Proxy:
     def connect_failed(self, backend: BackendSpec, server: ServerState, exc: Exception) -> None:
         reason = str(exc) or "connect timeout"
         log.warning("connect to %s failed: %s", server.key, reason)
-        if self.on_connect_failure is not None:
-            self.on_connect_failure(backend.id, server.key, reason)
-        if backend.health_check.passive:
-            self.passive_failure(backend.id, server.key, f"connect failed: {reason}")
+        if backend.health_check.passive and failed_connect(exc):
+            self.passive.failure(backend.id, server.key, f"connect failed: {reason}")
 
-    def passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
-        if self.on_passive_failure is not None:
-            self.on_passive_failure(backend_id, server_key, reason)
+    def use_secret(self, secret: bytes) -> None:
+        """A new cookie secret (from the config): routers are made again by the next apply."""
+        if secret != self.secret:
+            self.secret = secret
+            self.routers = {}
+
+    @staticmethod
+    def rotate_ticket_keys(key: bytes) -> None:
+        """Tickets are issued under `key` from now on; the previous key still resumes."""
+        _tickets.rotate(key)
+
+    def passive_response(self, backend_id: int, server_key: str, status: int) -> None:
+        """A response of a server whose backend has check_passive: a failure or a success."""
+        if failed_status(status):
+            self.passive.failure(backend_id, server_key, f"HTTP {status}")
+        else:
+            self.passive.ok(backend_id, server_key, f"HTTP {status}")
 
     def stats(self) -> dict:
         return {"frontends": [f.stats() for f in self.frontends.values()],
@@ -217,6 +251,7 @@ class L7Proxy:
 
     async def drain(self, grace_s: float) -> None:
         """No new connections; open sessions get `grace_s` to finish."""
+        self.reserve.stop()
         for state in self.frontends.values():
             if state.server is not None:
                 state.server.close()
@@ -226,6 +261,7 @@ class L7Proxy:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        self.reserve.stop()
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None

@@ -156,9 +156,11 @@ def py_find_cookie(headers: list[bytes], name: bytes) -> bytes | None:
 
 
 class PyCookieRouter:
-    def __init__(self, secret: bytes, backend_id: int, name: str, secure: bool = False):
-        self.secret, self.backend_id, self.name = secret, backend_id, name.encode()
-        self.attributes = b"; Path=/; HttpOnly" + (b"; Secure" if secure else b"")
+    def __init__(self, secret: bytes, backend_id: int, name: str, secure: bool = False,
+                 max_age: int | None = None):
+        self.secret, self.backend_id, self.name, self.max_age = secret, backend_id, name.encode(), max_age
+        self.attributes = (b"; Path=/; HttpOnly" + (b"; Secure" if secure else b"")
+                           + (b"; Max-Age=%d" % max_age if max_age is not None else b""))
 
     def update(self, servers):
         self.servers = list(servers)

@@ -1,7 +1,7 @@
 """TLS termination for one frontend: one SSLContext per certificate, picked by SNI (exact
 name, then wildcard, else the first certificate), cipher policy from `cipher_suite`, ALPN
-http/1.1 and session tickets. The listener keeps one front context for its life; a reload
-swaps the certificates behind it."""
+http/1.1 and session tickets (rotating keys: lbfast.l7._tickets); no renegotiation. The
+listener keeps one front context for its life; a reload swaps the certificates behind it."""
 import ctypes
 import ctypes.util
 import logging
@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from lbfast.enums import CipherSuite
+from lbfast.l7 import _tickets
 from lbfast.spec import CertificateSpec
 
 log = logging.getLogger("lbfast.l7.tls")
@@ -42,7 +43,8 @@ def new_context(cipher_suite: CipherSuite) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     apply_policy(ctx, cipher_suite)
     ctx.set_alpn_protocols(["http/1.1"])
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    # renegotiation is a client-driven CPU sink and an old attack surface: TLS 1.3 has none
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     ctx.options &= ~ssl.OP_NO_TICKET        # resumption by tickets (TLS 1.2 and 1.3)
     return ctx
 
@@ -61,31 +63,39 @@ def apply_policy(ctx: ssl.SSLContext, cipher_suite: CipherSuite) -> None:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
 
 
-SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
-TICKET_KEYS_LEN = 80        # key name 16 + HMAC secret 32 + AES key 32
 _libssl = None
 
 
-def share_ticket_keys(ctx: ssl.SSLContext, keys: bytes) -> bool:
-    """Give a context the daemon's session-ticket keys, so a ticket from one worker resumes
-    on another. The ssl module has no API for it: the SSL_CTX pointer is read from the
-    context object (the first field after the object header) and checked against the
-    options OpenSSL reports for it before anything is written. False when not possible."""
+def ssl_ctx_pointer(ctx: ssl.SSLContext) -> int | None:
+    """The SSL_CTX behind an ssl.SSLContext, which has no API for it: read from the context
+    object (the first field after the object header) and checked against the options
+    OpenSSL reports for it before anyone writes through it. None when not possible."""
     global _libssl
     try:
         if _libssl is None:
             _libssl = ctypes.CDLL(ctypes.util.find_library("ssl") or "libssl.so.3")
-            _libssl.SSL_CTX_ctrl.restype = ctypes.c_long
-            _libssl.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
             _libssl.SSL_CTX_get_options.restype = ctypes.c_uint64
             _libssl.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
         ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
         if not ptr or _libssl.SSL_CTX_get_options(ptr) != int(ctx.options):
-            return False
-        buf = ctypes.create_string_buffer(keys, TICKET_KEYS_LEN)
-        return _libssl.SSL_CTX_ctrl(ptr, SSL_CTRL_SET_TLSEXT_TICKET_KEYS, TICKET_KEYS_LEN, buf) == 1
+            return None
+        return ptr
     except (OSError, AttributeError, ValueError):
+        return None
+
+
+def share_ticket_keys(ctx: ssl.SSLContext) -> bool:
+    """Tickets of this context use the process's rotating keys (lbfast.l7._tickets), the
+    same in every worker, so a ticket from one worker resumes on another. False when not
+    possible (tickets then resume on their own worker only)."""
+    ptr = ssl_ctx_pointer(ctx)
+    if ptr is None:
         return False
+    try:
+        _tickets.install(ptr)
+    except ValueError:
+        return False
+    return True
 
 
 def load_certificate(ctx: ssl.SSLContext, cert: CertificateSpec) -> None:
@@ -104,8 +114,8 @@ class TlsFrontend:
     """The contexts of one https frontend. `context` goes to the listener once."""
 
     def __init__(self, certificates: Sequence[CertificateSpec], cipher_suite: CipherSuite,
-                 ticket_keys: bytes | None = None):
-        self.ticket_keys = ticket_keys
+                 ticket_keys: bool = False):
+        self.ticket_keys = ticket_keys      # share the process's rotating keys (_tickets.rotate)
         self.context = new_context(cipher_suite)
         self._share(self.context)
         self.context.sni_callback = self._pick
@@ -140,7 +150,7 @@ class TlsFrontend:
         self._key = key
 
     def _share(self, ctx: ssl.SSLContext) -> None:
-        if self.ticket_keys and not share_ticket_keys(ctx, self.ticket_keys):
+        if self.ticket_keys and not share_ticket_keys(ctx):
             log.warning("session-ticket keys not shared: tickets resume on their own worker only")
             self.ticket_keys = None
 

@@ -60,9 +60,10 @@ class Worker:
     async def handle(self, msg: dict):
         cmd = msg["cmd"]
         if cmd == "init":
-            self.proxy = L7Proxy(msg["secret"], msg["limits"], msg.get("ticket_keys"))
+            self.proxy = L7Proxy(msg["secret"], msg["limits"], msg.get("ticket_keys", ()))
             self.grace_s = msg["limits"].drain_ms / 1000
-            self.proxy.on_passive_failure = self.passive
+            self.proxy.passive.on_failure = self.passive_event("passive")
+            self.proxy.passive.on_ok = self.passive_event("passive_ok")
             logging.getLogger().setLevel(msg.get("log_level", logging.WARNING))
             return None
         proxy = self.proxy
@@ -75,6 +76,12 @@ class Worker:
             await proxy.apply(msg["frontends"], dict(self.sockets))
             for key in [k for k in self.sockets if k in proxy.listen_socks]:
                 del self.sockets[key]       # the proxy owns them now
+            return None
+        if cmd == "secret":
+            proxy.use_secret(msg["secret"])
+            return None
+        if cmd == "ticket_keys":
+            proxy.rotate_ticket_keys(msg["keys"])
             return None
         if cmd == "health":
             for backend_id, server_key, up in msg["changes"]:
@@ -90,10 +97,12 @@ class Worker:
             return None
         raise ValueError(f"unknown command {cmd!r}")
 
-    def passive(self, backend_id: int, server_key: str, reason: str) -> None:
-        if not self.channel.closed:
-            self.channel.send({"event": "passive", "backend_id": backend_id,
-                               "server_key": server_key, "reason": reason})
+    def passive_event(self, event: str):
+        def send(backend_id: int, server_key: str, reason: str) -> None:
+            if not self.channel.closed:
+                self.channel.send({"event": event, "backend_id": backend_id,
+                                   "server_key": server_key, "reason": reason})
+        return send
 
 
 async def serve(fd: int) -> None:
