@@ -2,7 +2,9 @@
  *
  *   parse      Ethernet (+1 VLAN tag), IPv4/IPv6, TCP/UDP           parsing.h
  *   lookup     conntrack by 5-tuple: both directions of known flows conntrack.h
- *   choose     new flow to a frontend: throttle, sticky, algorithm  throttle.h choose.h
+ *              (half-open TCP flows apart, until the handshake)     handshake.h
+ *   choose     new flow to a frontend: SYN rate, throttle, sticky,  flood.h throttle.h
+ *              algorithm                                            choose.h
  *   rewrite    addresses, ports, checksums; IPv4 <-> IPv6           nat.h
  *   send       next hop (FIB, cached per flow and per server),      next_hop.h
  *              redirect
@@ -30,6 +32,8 @@
 #include "conntrack.h"
 #include "throttle.h"
 #include "choose.h"
+#include "flood.h"
+#include "handshake.h"
 #include "nat.h"
 #include "next_hop.h"
 #include "reset.h"
@@ -75,18 +79,45 @@ static __always_inline int forward_known_flow(struct xdp_md *ctx, struct packet 
     return send_via(ctx, &nat->nh);
 }
 
-static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *pkt,
-                                            const struct frontend *fe, __u64 now)
+/* A packet of a half-open flow that did not complete the handshake: forwarded by its
+ * half-open entry, which is not renewed (it lives HALFOPEN_TIMEOUT_S from the SYN). No
+ * "too big" check: handshake segments are small. */
+static __always_inline int forward_half_open(struct xdp_md *ctx, struct packet *pkt,
+                                             struct flow_nat *half)
 {
-    if (pkt->key.proto == IPPROTO_TCP &&
-        (pkt->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN)
-        return verdict(XDP_PASS, REASON_PASS_NO_STATE);
     if (pkt->ttl <= 1)
         return verdict(XDP_PASS, REASON_PASS_TTL);
-    if (!throttle_admits(fe, pkt, now))
+    count_traffic(half, pkt->frame_len, 0);
+    int unsent = REASON_NONE;
+    if (!half->nh.ifindex)
+        unsent = resolve_next_hop(ctx, pkt, half, &half->nh);
+    int reason = nat_rewrite(ctx, pkt, half);
+    if (reason)
+        return verdict(XDP_DROP, reason);
+    if (unsent)
+        return unsent_verdict(unsent);
+    return send_via(ctx, &half->nh);
+}
+
+/* `over`: the packet had a conntrack entry, found over (expired, or a closed flow's
+ * SYN). `half_open`: CT_F_HALF_OPEN for a TCP flow under SYN_PROTECTION, else 0 (a
+ * constant per call site). */
+static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *pkt,
+                                            const struct frontend *fe, int over, __u64 now,
+                                            const __u8 half_open)
+{
+    int flood = 0;
+    if (pkt->key.proto == IPPROTO_TCP) {
+        if ((pkt->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN)
+            return verdict(XDP_PASS, REASON_PASS_NO_STATE);
+        flood = syn_flood_note(fe->slot, now);
+    }
+    if (pkt->ttl <= 1)
+        return verdict(XDP_PASS, REASON_PASS_TTL);
+    if (!throttle_admits(fe, pkt, now, !flood))
         return verdict(XDP_DROP, REASON_DROP_THROTTLED);
 
-    int slot = choose_server(fe, pkt, now);
+    int slot = choose_server(fe, pkt, now, !flood);
     if (slot < 0)
         return verdict(XDP_DROP, REASON_DROP_NO_SERVER);
     __u32 server_slot = slot;
@@ -96,14 +127,19 @@ static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *p
 
     struct flow_nat fwd;
     struct flow_key reply_key;
-    int reason = ct_create(pkt, fe, server_slot, srv, now, &fwd, &reply_key);
+    int reason = ct_create(pkt, fe, server_slot, srv, now, half_open, &fwd, &reply_key);
     if (reason)
         return verdict(XDP_DROP, reason);
+    /* a closed established flow's entry would shadow the half-open one (conntrack is
+     * looked up first) */
+    if (half_open && over)
+        ct_delete_in(&pkt->key, 0);
     int unsent = server_next_hop(ctx, pkt, srv, &fwd, now);
-    reason = ct_insert_forward(pkt, &fwd, &reply_key);
+    reason = ct_insert_forward(pkt, &fwd, &reply_key, half_open);
     if (reason)
         return verdict(XDP_DROP, reason);
-    add_active(fwd.server, fwd.frontend, ACTIVE_PER_FLOW);
+    if (!half_open)     /* a half-open flow counts from its handshake (handshake.h) */
+        add_active(fwd.server, fwd.frontend, ACTIVE_PER_FLOW);
     count_traffic(&fwd, pkt->frame_len, 1);
 
     if (!unsent && !fits_next_hop(pkt, &fwd, &fwd.nh))
@@ -127,7 +163,18 @@ static __always_inline int lbfast(struct xdp_md *ctx)
 
     __u64 now = bpf_jiffies64();
     struct flow_nat *nat = ct_lookup(&pkt.key);
-    if (nat && !ct_is_over(nat, &pkt, now))
+    int over = nat && ct_is_over(nat, &pkt, now);
+#if SYN_PROTECTION
+    if (!nat && pkt.key.proto == IPPROTO_TCP) {
+        struct flow_nat *half = ct_lookup_in(&pkt.key, 1);
+        if (half && !ct_is_over(half, &pkt, now)) {
+            if (!ct_handshake(half, &pkt, now))
+                return forward_half_open(ctx, &pkt, half);
+            nat = ct_lookup(&pkt.key);      /* promoted */
+        }
+    }
+#endif
+    if (nat && !over)
         return forward_known_flow(ctx, &pkt, nat, now);
 
     struct frontend_key fk = {
@@ -139,7 +186,9 @@ static __always_inline int lbfast(struct xdp_md *ctx)
     struct frontend *fe = frontends.lookup(&fk);
     if (!fe)
         return XDP_PASS;
-    return forward_new_flow(ctx, &pkt, fe, now);
+    if (SYN_PROTECTION && pkt.key.proto == IPPROTO_TCP)
+        return forward_new_flow(ctx, &pkt, fe, over, now, CT_F_HALF_OPEN);
+    return forward_new_flow(ctx, &pkt, fe, over, now, 0);
 }
 
 #ifndef LBFAST_BENCH

@@ -9,7 +9,16 @@ from lbfast.xdp import syscall
 
 def possible_cpus() -> int:
     """Per-CPU maps hold one value per *possible* CPU (not online)."""
-    text = open("/sys/devices/system/cpu/possible").read().strip()
+    return _cpu_count("possible")
+
+
+def online_cpus() -> int:
+    """CPUs that run packets now: each holds its share of a per-CPU LRU."""
+    return _cpu_count("online")
+
+
+def _cpu_count(which: str) -> int:
+    text = open(f"/sys/devices/system/cpu/{which}").read().strip()
     count = 0
     for part in text.split(","):
         lo, _, hi = part.partition("-")
@@ -101,6 +110,10 @@ class BpfMap:
             if done:
                 return
             in_batch, out_batch = out_batch, self.key_type()
+
+    def count(self, batch: int = 4096) -> int:
+        """How many entries the map holds (a hash map's occupancy)."""
+        return sum(1 for _ in self.items(batch))
 
     def _items_one_by_one(self) -> Iterator[tuple]:
         for key in self.keys():

@@ -7,6 +7,7 @@ from lbfast.xdp import structs as st
 from lbfast.xdp.bpfmap import BpfMap
 
 MAPS = ("conntrack", "conntrack6")
+HALF_OPEN_MAPS = ("halfopen", "halfopen6")
 
 
 def generic_key(key) -> st.FlowKey:
