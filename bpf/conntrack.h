@@ -224,11 +224,16 @@ static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct pack
  * the same VIP: the client's TCP timestamps towards the VIP are monotonic (Linux derives
  * their offset from the address pair), so a server still in TIME_WAIT on the NAT tuple
  * accepts the new SYN, as it does behind nf_nat. Another client must wait out the hold
- * (CT_TIME_WAIT_S when the server closed first), or PAWS would drop its SYN. */
+ * (CT_TIME_WAIT_S when the server closed first), or PAWS would drop its SYN. A
+ * half-open flow holds its port only HALFOPEN_PORT_HOLD_JIFFIES: under a SYN flood the
+ * spoofed flows would otherwise take every port towards a server for their whole
+ * timeout, and new clients would find none. */
 static __always_inline int snat_reusable(const struct flow_nat *held,
                                          const struct packet *pkt, __u64 now)
 {
     if (ct_expired(held, now))
+        return 1;
+    if ((held->flags & CT_F_HALF_OPEN) && now - held->last_seen > HALFOPEN_PORT_HOLD_JIFFIES)
         return 1;
     return (held->flags & CT_F_CLOSED) && held->family == pkt->key.family &&
            addr_eq(&held->dst, &pkt->key.src, held->family) &&
@@ -260,11 +265,12 @@ static __always_inline int snat_take_over(struct flow_key *reply_key, struct flo
           addr_eq(&old_key.src, &pkt->key.src, old_key.family) &&
           addr_eq(&old_key.dst, &pkt->key.dst, old_key.family) &&
           old_key.family == pkt->key.family)) {
-        struct flow_nat *old = ct_lookup(&old_key);
+        int held_half_open = held->flags & CT_F_HALF_OPEN;
+        struct flow_nat *old = ct_lookup_in(&old_key, held_half_open);
         if (old && ct_points_to(old, reply_key)) {
             if (!(held->flags & CT_F_CLOSED))
                 ct_close(old, held);
-            ct_delete(&old_key);
+            ct_delete_in(&old_key, held_half_open);
         }
     }
     /* a half-open claim of a port conntrack held: the held entry must go, or it would

@@ -38,10 +38,10 @@
  * LRU maps evict per CPU: each CPU holds max_entries / possible CPUs). Entries per
  * direction, as for conntrack; the loader sizes both from dataplane.conntrack_entries. */
 #ifndef HALFOPEN_SIZE
-#define HALFOPEN_SIZE 65536
+#define HALFOPEN_SIZE 262144
 #endif
 #ifndef HALFOPEN6_SIZE
-#define HALFOPEN6_SIZE 16384
+#define HALFOPEN6_SIZE 65536
 #endif
 #ifndef STICKY_SIZE
 #define STICKY_SIZE 65536
@@ -107,6 +107,11 @@
  * its SYN after 1 and 3 s): the SYN_RECV timeout of IPVS, Cilium's SYN timeout. */
 #ifndef HALFOPEN_TIMEOUT_S
 #define HALFOPEN_TIMEOUT_S 10
+#endif
+/* ...but its SNAT port only this long (about the slowest handshake's round trip): then
+ * a new flow may take the port over (conntrack.h snat_reusable) */
+#ifndef HALFOPEN_PORT_HOLD_JIFFIES
+#define HALFOPEN_PORT_HOLD_JIFFIES JIFFIES_PER_S
 #endif
 /* dataplane.syn_flood_protection. 1: a new TCP flow starts in the half-open maps and
  * moves to conntrack when the client acknowledges the server's SYN-ACK (ct_handshake in

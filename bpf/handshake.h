@@ -63,6 +63,18 @@ static __always_inline int ct_promote(const struct flow_nat *nat,
     return 1;
 }
 
+/* A client's retransmitted SYN: its flow's entries start their timeouts again. */
+static __always_inline void ct_renew_half_open(struct flow_nat *fwd, const struct packet *pkt,
+                                               __u64 now)
+{
+    fwd->last_seen = now;
+    struct flow_key reply_key;
+    ct_peer_key(fwd, pkt->key.proto, &reply_key);
+    struct flow_nat *reply = ct_lookup_in(&reply_key, 1);
+    if (reply && ct_points_to(reply, &pkt->key))
+        reply->last_seen = now;
+}
+
 /* A packet of a half-open flow: 1 when it completed the handshake (the flow is in
  * conntrack now), else 0 (forward it with its half-open entry). */
 static __always_inline int ct_handshake(struct flow_nat *nat, const struct packet *pkt,

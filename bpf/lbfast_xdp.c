@@ -80,13 +80,16 @@ static __always_inline int forward_known_flow(struct xdp_md *ctx, struct packet 
 }
 
 /* A packet of a half-open flow that did not complete the handshake: forwarded by its
- * half-open entry, which is not renewed (it lives HALFOPEN_TIMEOUT_S from the SYN). No
- * "too big" check: handshake segments are small. */
+ * half-open entry. Both entries live HALFOPEN_TIMEOUT_S, and the SNAT port is held
+ * HALFOPEN_PORT_HOLD_JIFFIES, from the client's last SYN (a retransmission renews them).
+ * No "too big" check: handshake segments are small. */
 static __always_inline int forward_half_open(struct xdp_md *ctx, struct packet *pkt,
-                                             struct flow_nat *half)
+                                             struct flow_nat *half, __u64 now)
 {
     if (pkt->ttl <= 1)
         return verdict(XDP_PASS, REASON_PASS_TTL);
+    if ((pkt->tcp_flags & TCP_SYN) && !(half->flags & CT_F_REPLY))
+        ct_renew_half_open(half, pkt, now);
     count_traffic(half, pkt->frame_len, 0);
     int unsent = REASON_NONE;
     if (!half->nh.ifindex)
@@ -169,7 +172,7 @@ static __always_inline int lbfast(struct xdp_md *ctx)
         struct flow_nat *half = ct_lookup_in(&pkt.key, 1);
         if (half && !ct_is_over(half, &pkt, now)) {
             if (!ct_handshake(half, &pkt, now))
-                return forward_half_open(ctx, &pkt, half);
+                return forward_half_open(ctx, &pkt, half, now);
             nat = ct_lookup(&pkt.key);      /* promoted */
         }
     }

@@ -195,6 +195,10 @@ class DataplaneSection(Strict):
     snat_addresses: list[IpAddress] = Field(default_factory=list)
     workers: int_range(0, 256) = 0            # L7 worker processes, 0: one per CPU
     pin_dir: str_len(1, 255) = "/sys/fs/bpf/lbfast"   # pinned XDP maps: flows survive restarts
+    # XDP flow state: IPv4 conntrack entries (2 per flow) the online CPUs hold, None: from memory
+    conntrack_entries: int_range(4096, 1 << 26) | None = None
+    syn_flood_protection: bool = True         # TCP flows wait in half-open maps for their handshake
+    syn_flood_threshold: int_range(1, 1 << 30) = 20000    # SYN/s to a frontend: flood mode
 
 
 def _token(pattern: str, what: str):

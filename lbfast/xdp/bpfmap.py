@@ -112,8 +112,23 @@ class BpfMap:
             in_batch, out_batch = out_batch, self.key_type()
 
     def count(self, batch: int = 4096) -> int:
-        """How many entries the map holds (a hash map's occupancy)."""
-        return sum(1 for _ in self.items(batch))
+        """How many entries the map holds (a hash map's occupancy): batched lookups,
+        no Python object per entry."""
+        keys = (self.key_type * batch)()
+        values = (self.value_type * batch)()
+        in_batch, out_batch, total = None, self.key_type(), 0
+        while True:
+            try:
+                n, done = syscall.lookup_batch(self.fd, keys, values, batch, in_batch,
+                                               out_batch)
+            except OSError:
+                if in_batch is not None:
+                    raise
+                return sum(1 for _ in self.keys())
+            total += n
+            if done:
+                return total
+            in_batch, out_batch = out_batch, self.key_type()
 
     def _items_one_by_one(self) -> Iterator[tuple]:
         for key in self.keys():
