@@ -15,7 +15,7 @@
 
 /* What a flood-mode SYN left out (flood.h), now that the source is verified. */
 static __always_inline void remember_verified_source(const struct packet *pkt,
-                                                     const struct flow_nat *fwd, __u64 now)
+                                                     __u16 server, __u64 now)
 {
     struct frontend_key fk = {
         .vip = pkt->key.dst,
@@ -27,7 +27,7 @@ static __always_inline void remember_verified_source(const struct packet *pkt,
     if (!fe)
         return;
     throttle_remember(fe, pkt, now);
-    sticky_remember(fe, pkt, fwd->server, now);
+    sticky_remember(fe, pkt, server, now);
 }
 
 static __always_inline int acknowledges_syn_ack(const struct flow_nat *reply,
@@ -36,30 +36,33 @@ static __always_inline int acknowledges_syn_ack(const struct flow_nat *reply,
     return (reply->flags & CT_F_SYNACK_SEEN) && reply->fins == bpf_ntohl(pkt->ack_seq);
 }
 
-/* Both entries into conntrack, then out of the half-open maps. Returns 1, or 0 when
- * conntrack refused (the flow stays half-open). */
-static __always_inline int ct_promote(const struct flow_nat *nat,
-                                                   const struct flow_nat *reply,
-                                                   struct flow_key *reply_key,
-                                                   const struct packet *pkt, __u64 now)
+/* Both entries into conntrack, then out of the half-open maps. The entries are stored
+ * from where they are (no copies: the program's stack is nearly full). Returns 1, or 0
+ * when conntrack refused (the flow stays half-open). */
+static __always_inline int ct_promote(struct flow_nat *nat, struct flow_nat *reply,
+                                      struct flow_key *reply_key, const struct packet *pkt,
+                                      __u64 now)
 {
-    struct flow_nat fwd = *nat, rep = *reply;
-    fwd.flags &= ~(CT_F_HALF_OPEN | CT_F_SYNACK_SEEN);
-    rep.flags &= ~(CT_F_HALF_OPEN | CT_F_SYNACK_SEEN);
-    fwd.fins = rep.fins = 0;
-    fwd.last_seen = rep.last_seen = now;
-    if (ct_store(reply_key, &rep, 0, 0))
-        return 0;
-    if (ct_store(&pkt->key, &fwd, 0, 0)) {
+    __u32 isn = reply->fins;
+    nat->flags &= ~(CT_F_HALF_OPEN | CT_F_SYNACK_SEEN);
+    reply->flags &= ~(CT_F_HALF_OPEN | CT_F_SYNACK_SEEN);
+    nat->fins = reply->fins = 0;
+    nat->last_seen = reply->last_seen = now;
+    if (ct_store(reply_key, reply, 0, 0) || ct_store(&pkt->key, nat, 0, 0)) {
         ct_delete_in(reply_key, 0);
+        nat->flags |= CT_F_HALF_OPEN;
+        reply->flags |= CT_F_HALF_OPEN | CT_F_SYNACK_SEEN;
+        nat->fins = CT_FIN_CLIENT | CT_FIN_SERVER;
+        reply->fins = isn;
         return 0;
     }
+    __u16 server = nat->server, frontend = nat->frontend;
     ct_delete_in(&pkt->key, 1);
     ct_delete_in(reply_key, 1);
-    add_active(fwd.server, fwd.frontend, ACTIVE_PER_FLOW);
+    add_active(server, frontend, ACTIVE_PER_FLOW);
     count_event(EVENT_PROMOTED);
-    if (syn_flood_on(fwd.frontend, now))
-        remember_verified_source(pkt, &fwd, now);
+    if (syn_flood_on(frontend, now))
+        remember_verified_source(pkt, server, now);
     return 1;
 }
 

@@ -40,6 +40,13 @@
 #include "icmp.h"
 #include "too_big.h"
 
+/* The bench's split of a new flow's cost (bench/bench_xdp.py): a build with
+ * -DLBFAST_BENCH_STOP=N returns after step N: 1 parse, 2 lookups (conntrack, half-open,
+ * frontend), 3 choice (SYN rate, throttle, server). 0: the whole program. */
+#ifndef LBFAST_BENCH_STOP
+#define LBFAST_BENCH_STOP 0
+#endif
+
 static __always_inline int parse_verdict(int parsed)
 {
     switch (parsed) {
@@ -127,6 +134,8 @@ static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *p
     struct server *srv = servers.lookup(&server_slot);
     if (!srv || !(srv->flags & SERVER_F_IN_USE))
         return verdict(XDP_DROP, REASON_DROP_NO_SERVER);
+    if (LBFAST_BENCH_STOP == 3)
+        return XDP_PASS;
 
     struct flow_nat fwd;
     struct flow_key reply_key;
@@ -163,6 +172,8 @@ static __always_inline int lbfast(struct xdp_md *ctx)
         return forward_icmp_error(ctx, &pkt);
     if (parsed != PARSE_OK)
         return parse_verdict(parsed);
+    if (LBFAST_BENCH_STOP == 1)
+        return XDP_PASS;
 
     __u64 now = bpf_jiffies64();
     struct flow_nat *nat = ct_lookup(&pkt.key);
@@ -187,7 +198,7 @@ static __always_inline int lbfast(struct xdp_md *ctx)
         .family = pkt.key.family,
     };
     struct frontend *fe = frontends.lookup(&fk);
-    if (!fe)
+    if (!fe || LBFAST_BENCH_STOP == 2)
         return XDP_PASS;
     if (SYN_PROTECTION && pkt.key.proto == IPPROTO_TCP)
         return forward_new_flow(ctx, &pkt, fe, over, now, CT_F_HALF_OPEN);
