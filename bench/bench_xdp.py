@@ -58,6 +58,14 @@ def packet(tb: Testbed, flags: str, dst: str | None = None) -> bytes:
                  / Raw(PAYLOAD))
 
 
+def syn_ack(tb: Testbed) -> bytes:
+    """Server 0's answer to packet(tb, "S") (roundrobin's first choice; the client's port
+    kept as the SNAT port), acknowledged by packet(tb, "A")."""
+    return bytes(Ether(src=tb.mac(tb.backends[0]), dst=tb.mac(tb.lb, tb.lb_backend_ifs[0]))
+                 / IP(src=tb.backends[0].ip, dst=tb.lb_backend_ips[0], ttl=64)
+                 / TCP(sport=8080, dport=40000, flags="SA", seq=0, ack=2))
+
+
 def host_busy(_last: list = []) -> float:
     """Share of all CPUs busy since the previous call (the machines are shared)."""
     with open("/proc/stat") as f:
@@ -218,9 +226,13 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
             try:
                 dp.apply(frontends(tb, algorithm))
                 if frame is est:
-                    # the flow's SYN first; every timed run is then one established packet
+                    # the flow's SYN and the server's SYN-ACK first: the first timed ACK
+                    # completes the handshake, every other run is one established packet
                     verdict = on_one_cpu(lambda: prog_test_run(dp.program_fd, syn, ifindex)[0])
                     assert verdict == 4, f"SYN not redirected ({verdict})"
+                    verdict = on_one_cpu(lambda: prog_test_run(
+                        dp.program_fd, syn_ack(tb), tb.lb.ifindex(tb.lb_backend_ifs[0]))[0])
+                    assert verdict == 4, f"SYN-ACK not redirected ({verdict})"
                 scratch = dp.program.bcc_table("bench_scratch")
                 scratch.clear()             # the next packet seen is the one to restore
                 if warm_up:
