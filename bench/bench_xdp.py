@@ -63,7 +63,7 @@ def syn_ack(tb: Testbed) -> bytes:
     kept as the SNAT port), acknowledged by packet(tb, "A")."""
     return bytes(Ether(src=tb.mac(tb.backends[0]), dst=tb.mac(tb.lb, tb.lb_backend_ifs[0]))
                  / IP(src=tb.backends[0].ip, dst=tb.lb_backend_ips[0], ttl=64)
-                 / TCP(sport=8080, dport=40000, flags="SA", seq=0, ack=2))
+                 / TCP(sport=8080, dport=40000, flags="SA", seq=0, ack=2) / Raw(PAYLOAD))
 
 
 def host_busy(_last: list = []) -> float:
