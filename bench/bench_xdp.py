@@ -1,5 +1,9 @@
 """Per-packet cost of the XDP program, as the kernel times it with BPF_PROG_TEST_RUN
-(targets here: an established-flow packet <= 80 ns, a new flow <= 400 ns).
+(targets here: an established-flow packet <= 80 ns, a new flow <= 400 ns). A new flow
+is a SYN: it creates the flow's half-open entries (the handshake's ACK, which moves them
+to conntrack, is not timed here); "new flow split" builds stop after parse, lookups and
+server choice (the rest is the two inserts, the rewrite and the send); "SYN flood" is a
+spoofed SYN once the half-open map is full.
 
     python -m bench.bench_xdp [--runs 10] [--repeat 1000] [--cpu 0] [--cases TEXT]
 
@@ -52,6 +56,14 @@ def packet(tb: Testbed, flags: str, dst: str | None = None) -> bytes:
                  / IP(src=tb.client.ip, dst=dst or tb.vip, ttl=64)
                  / TCP(sport=40000, dport=80, flags=flags, seq=1, ack=1 if "A" in flags else 0)
                  / Raw(PAYLOAD))
+
+
+def syn_ack(tb: Testbed) -> bytes:
+    """Server 0's answer to packet(tb, "S") (roundrobin's first choice; the client's port
+    kept as the SNAT port), acknowledged by packet(tb, "A")."""
+    return bytes(Ether(src=tb.mac(tb.backends[0]), dst=tb.mac(tb.lb, tb.lb_backend_ifs[0]))
+                 / IP(src=tb.backends[0].ip, dst=tb.lb_backend_ips[0], ttl=64)
+                 / TCP(sport=8080, dport=40000, flags="SA", seq=0, ack=2) / Raw(PAYLOAD))
 
 
 def host_busy(_last: list = []) -> float:
@@ -198,6 +210,13 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
             ("new flow (leastconn)", new_flows, {}, Algorithm.LEASTCONN, syn, 0),
             ("new flow, conntrack full", new_flows, {"CONNTRACK_SIZE": SMALL_CONNTRACK},
              Algorithm.ROUNDROBIN, syn, 2 * SMALL_CONNTRACK // args.repeat + 1),
+            # a flood's steady state: every spoofed SYN makes the half-open LRU evict
+            ("SYN flood (half-open full)", new_flows, {"HALFOPEN_SIZE": SMALL_CONNTRACK},
+             Algorithm.ROUNDROBIN, syn, 2 * SMALL_CONNTRACK // args.repeat + 1),
+            # a new flow's split: the program stopped after parse, lookups, server choice
+            *((f"new flow split: {step}", [*new_flows, f"-DLBFAST_BENCH_STOP={n}"], {},
+               Algorithm.ROUNDROBIN, syn, 0)
+              for n, step in ((1, "1 parse"), (2, "2 +lookups"), (3, "3 +choice")))
         ]
         for name, flags, consts, algorithm, frame, warm_up in builds:
             if args.cases not in name:
@@ -207,9 +226,13 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
             try:
                 dp.apply(frontends(tb, algorithm))
                 if frame is est:
-                    # the flow's SYN first; every timed run is then one established packet
+                    # the flow's SYN and the server's SYN-ACK first: the first timed ACK
+                    # completes the handshake, every other run is one established packet
                     verdict = on_one_cpu(lambda: prog_test_run(dp.program_fd, syn, ifindex)[0])
                     assert verdict == 4, f"SYN not redirected ({verdict})"
+                    verdict = on_one_cpu(lambda: prog_test_run(
+                        dp.program_fd, syn_ack(tb), tb.lb.ifindex(tb.lb_backend_ifs[0]))[0])
+                    assert verdict == 4, f"SYN-ACK not redirected ({verdict})"
                 scratch = dp.program.bcc_table("bench_scratch")
                 scratch.clear()             # the next packet seen is the one to restore
                 if warm_up:
@@ -220,8 +243,9 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
                 after = dp.stats()["frontends"][1]
                 timed = args.runs * args.repeat
                 new = after["new_connections"] - before["new_connections"]
-                assert after["packets_in"] - before["packets_in"] == timed, name
-                assert new == (0 if frame is est else timed), (name, new)
+                split = "split" in name     # stopped before the flow is counted
+                assert after["packets_in"] - before["packets_in"] == (0 if split else timed), name
+                assert new == (0 if frame is est or split else timed), (name, new)
                 if frame is est:
                     # traffic the program does not own: parsed, looked up, passed
                     scratch.clear()

@@ -96,9 +96,11 @@ static __always_inline int pick_from_selector(const struct backend *be, __u32 ba
     return selector_entry(sel, idx);
 }
 
-/* Server slot for a new flow of frontend fe, or -1 when none is usable. */
+/* Server slot for a new flow of frontend fe, or -1 when none is usable. Without
+ * `may_grow` (flood mode) a new client gets no sticky entry until its handshake
+ * completes (sticky_remember). */
 static __always_inline int choose_server(const struct frontend *fe, const struct packet *pkt,
-                                         __u64 now)
+                                         __u64 now, int may_grow)
 {
     __u32 backend = fe->backend;
     struct backend *be = backends.lookup(&backend);
@@ -119,11 +121,28 @@ static __always_inline int choose_server(const struct frontend *fe, const struct
         return st->server;
     }
     int slot = pick_from_selector(be, backend, pkt);
-    if (slot >= 0) {
+    if (slot >= 0 && may_grow) {
         struct sticky fresh = { .last_seen = now, .server = slot };
         sticky.update(&key, &fresh);
     }
     return slot;
+}
+
+/* A verified client's sticky entry, for the flow a flood-mode SYN chose without one. */
+static __always_inline void sticky_remember(const struct frontend *fe,
+                                            const struct packet *pkt, __u16 server, __u64 now)
+{
+    __u32 backend = fe->backend;
+    struct backend *be = backends.lookup(&backend);
+    if (!be || !be->sticky_timeout_s)
+        return;
+    struct sticky_key key = {
+        .src = pkt->key.src,
+        .backend = backend,
+        .family = pkt->key.family,
+    };
+    struct sticky fresh = { .last_seen = now, .server = server };
+    sticky.update(&key, &fresh);
 }
 
 #endif

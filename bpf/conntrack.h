@@ -1,8 +1,15 @@
-/* Connection tracking: an LRU map (one per family) holds both directions of a flow. The
+/* Connection tracking: LRU maps (one per family) hold both directions of a flow. The
  * forward entry (client -> VIP) rewrites to SNAT address -> server, the reply entry
  * (server -> SNAT address) rewrites to VIP -> client. TCP entries follow FIN and RST to
  * a closed flow's timeout (TIME_WAIT when the server closed first); UDP and open TCP
- * entries expire after the frontend's idle timeout. */
+ * entries expire after the frontend's idle timeout.
+ *
+ * With SYN_PROTECTION a new TCP flow's two entries go into the half-open maps instead
+ * (CT_F_HALF_OPEN, HALFOPEN_TIMEOUT_S): the SYN is forwarded, the server's SYN-ACK
+ * reverse-NATed and its sequence number noted; the client's ACK that acknowledges it
+ * moves both entries to conntrack (ct_handshake). A spoofed source never sees the
+ * SYN-ACK, so its flows stay half-open, where a flood evicts only each other. Lookups
+ * try conntrack first: an established packet pays nothing for this. */
 #ifndef LBFAST_CONNTRACK_H
 #define LBFAST_CONNTRACK_H
 
@@ -10,7 +17,7 @@
 #include "counters.h"
 #include "parsing.h"
 
-/* ---- the two maps behind one interface: IPv4 keys are folded to flow_key4 ---- */
+/* ---- the maps behind one interface: IPv4 keys are folded to flow_key4 ---- */
 static __always_inline void ct_key4(const struct flow_key *k, struct flow_key4 *k4)
 {
     k4->src = k->src.v4;
@@ -21,43 +28,75 @@ static __always_inline void ct_key4(const struct flow_key *k, struct flow_key4 *
     k4->pad[0] = k4->pad[1] = k4->pad[2] = 0;
 }
 
-static __always_inline struct flow_nat *ct_lookup(const struct flow_key *k)
+/* conntrack, or the half-open maps: the key's entry in either */
+static __always_inline struct flow_nat *ct_lookup_in(const struct flow_key *k, int half_open)
 {
     if (k->family == FAMILY_V4) {
         struct flow_key4 k4;
         ct_key4(k, &k4);
-        return conntrack.lookup(&k4);
-    }
-    return conntrack6.lookup((struct flow_key *)k);
-}
-
-/* BPF_NOEXIST when `only_new`; returns 0 or the map's error */
-static __always_inline int ct_store(const struct flow_key *k, struct flow_nat *v,
-                                    int only_new)
-{
-    if (k->family == FAMILY_V4) {
-        struct flow_key4 k4;
-        ct_key4(k, &k4);
-        return only_new ? conntrack.insert(&k4, v) : conntrack.update(&k4, v);
+        return half_open ? halfopen.lookup(&k4) : conntrack.lookup(&k4);
     }
     struct flow_key *k6 = (struct flow_key *)k;
-    return only_new ? conntrack6.insert(k6, v) : conntrack6.update(k6, v);
+    return half_open ? halfopen6.lookup(k6) : conntrack6.lookup(k6);
+}
+
+/* conntrack only: established flows, UDP flows, and the peers of both */
+static __always_inline struct flow_nat *ct_lookup(const struct flow_key *k)
+{
+    return ct_lookup_in(k, 0);
+}
+
+/* Into conntrack, or the half-open maps (`half_open`, a constant at every call site so
+ * the verifier sees one map per path); BPF_NOEXIST when `only_new`; returns 0 or the
+ * map's error */
+static __always_inline int ct_store(const struct flow_key *k, struct flow_nat *v,
+                                    int only_new, int half_open)
+{
+    int err;
+    if (k->family == FAMILY_V4) {
+        struct flow_key4 k4;
+        ct_key4(k, &k4);
+        if (half_open)
+            err = only_new ? halfopen.insert(&k4, v) : halfopen.update(&k4, v);
+        else
+            err = only_new ? conntrack.insert(&k4, v) : conntrack.update(&k4, v);
+    } else {
+        struct flow_key *k6 = (struct flow_key *)k;
+        if (half_open)
+            err = only_new ? halfopen6.insert(k6, v) : halfopen6.update(k6, v);
+        else
+            err = only_new ? conntrack6.insert(k6, v) : conntrack6.update(k6, v);
+    }
+    if (!err)
+        count_event(half_open ? EVENT_HALFOPEN_INSERTED : EVENT_CT_INSERTED);
+    return err;
+}
+
+static __always_inline void ct_delete_in(const struct flow_key *k, int half_open)
+{
+    int err;
+    if (k->family == FAMILY_V4) {
+        struct flow_key4 k4;
+        ct_key4(k, &k4);
+        err = half_open ? halfopen.delete(&k4) : conntrack.delete(&k4);
+    } else {
+        struct flow_key *k6 = (struct flow_key *)k;
+        err = half_open ? halfopen6.delete(k6) : conntrack6.delete(k6);
+    }
+    if (!err)
+        count_event(half_open ? EVENT_HALFOPEN_DELETED : EVENT_CT_DELETED);
 }
 
 static __always_inline void ct_delete(const struct flow_key *k)
 {
-    if (k->family == FAMILY_V4) {
-        struct flow_key4 k4;
-        ct_key4(k, &k4);
-        conntrack.delete(&k4);
-    } else {
-        conntrack6.delete((struct flow_key *)k);
-    }
+    ct_delete_in(k, 0);
 }
 
 static __always_inline int ct_expired(const struct flow_nat *nat, __u64 now)
 {
     __u64 timeout_s = nat->idle_timeout_s;
+    if (nat->flags & CT_F_HALF_OPEN)
+        timeout_s = HALFOPEN_TIMEOUT_S;
     if (nat->flags & CT_F_CLOSED)
         timeout_s = (nat->flags & CT_F_SERVER_TW) ? CT_TIME_WAIT_S : CT_CLOSED_S;
     return (__s64)(now - nat->last_seen) > (__s64)(timeout_s * JIFFIES_PER_S);
@@ -143,6 +182,8 @@ static __always_inline int ct_is_over(struct flow_nat *nat, const struct packet 
     if (ct_expired(nat, now)) {
         if (!(nat->flags & (CT_F_CLOSED | CT_F_REPLY)))
             ct_close(nat, NULL);
+        if ((nat->flags & (CT_F_HALF_OPEN | CT_F_REPLY)) == CT_F_HALF_OPEN)
+            count_event(EVENT_HALFOPEN_EXPIRED);
         return 1;
     }
     return (nat->flags & CT_F_CLOSED) && !(nat->flags & CT_F_REPLY) &&
@@ -183,11 +224,16 @@ static __always_inline void ct_track_tcp(struct flow_nat *nat, const struct pack
  * the same VIP: the client's TCP timestamps towards the VIP are monotonic (Linux derives
  * their offset from the address pair), so a server still in TIME_WAIT on the NAT tuple
  * accepts the new SYN, as it does behind nf_nat. Another client must wait out the hold
- * (CT_TIME_WAIT_S when the server closed first), or PAWS would drop its SYN. */
+ * (CT_TIME_WAIT_S when the server closed first), or PAWS would drop its SYN. A
+ * half-open flow holds its port only HALFOPEN_PORT_HOLD_JIFFIES: under a SYN flood the
+ * spoofed flows would otherwise take every port towards a server for their whole
+ * timeout, and new clients would find none. */
 static __always_inline int snat_reusable(const struct flow_nat *held,
                                          const struct packet *pkt, __u64 now)
 {
     if (ct_expired(held, now))
+        return 1;
+    if ((held->flags & CT_F_HALF_OPEN) && now - held->last_seen > HALFOPEN_PORT_HOLD_JIFFIES)
         return 1;
     return (held->flags & CT_F_CLOSED) && held->family == pkt->key.family &&
            addr_eq(&held->dst, &pkt->key.src, held->family) &&
@@ -200,7 +246,7 @@ static __always_inline int snat_reusable(const struct flow_nat *held,
  * the reply entry is the new flow's. */
 static __always_inline int snat_take_over(struct flow_key *reply_key, struct flow_nat *reply,
                                           struct flow_nat *held, const struct packet *pkt,
-                                          __u64 now)
+                                          __u64 now, int half_open)
 {
     if (!held)
         return -1;
@@ -219,35 +265,51 @@ static __always_inline int snat_take_over(struct flow_key *reply_key, struct flo
           addr_eq(&old_key.src, &pkt->key.src, old_key.family) &&
           addr_eq(&old_key.dst, &pkt->key.dst, old_key.family) &&
           old_key.family == pkt->key.family)) {
-        struct flow_nat *old = ct_lookup(&old_key);
+        int held_half_open = held->flags & CT_F_HALF_OPEN;
+        struct flow_nat *old = ct_lookup_in(&old_key, held_half_open);
         if (old && ct_points_to(old, reply_key)) {
             if (!(held->flags & CT_F_CLOSED))
                 ct_close(old, held);
-            ct_delete(&old_key);
+            ct_delete_in(&old_key, held_half_open);
         }
     }
-    return ct_store(reply_key, reply, 0);
+    /* a half-open claim of a port conntrack held: the held entry must go, or it would
+     * still answer for the port (conntrack is looked up first) */
+    if (half_open && !(held->flags & CT_F_HALF_OPEN))
+        ct_delete_in(reply_key, 0);
+    return ct_store(reply_key, reply, 0, half_open);
 }
 
 /* The client's own port is usually free: insert first (a lookup would cost as much). */
 static __always_inline int snat_try_own(struct flow_key *reply_key, struct flow_nat *reply,
-                                        const struct packet *pkt, __u64 now)
+                                        const struct packet *pkt, __u64 now, int half_open)
 {
-    if (ct_store(reply_key, reply, 1) == 0)
-        return 0;
-    return snat_take_over(reply_key, reply, ct_lookup(reply_key), pkt, now);
+    if (ct_store(reply_key, reply, 1, half_open) == 0) {
+        if (!half_open)
+            return 0;
+        /* claimed among the half-open flows: an established one may hold it too */
+        struct flow_nat *held = ct_lookup_in(reply_key, 0);
+        if (!held)
+            return 0;
+        ct_delete_in(reply_key, 1);
+        return snat_take_over(reply_key, reply, held, pkt, now, half_open);
+    }
+    return snat_take_over(reply_key, reply, ct_lookup_in(reply_key, half_open), pkt, now,
+                          half_open);
 }
 
 /* A port of the walk: look first, since a failed insert costs two lookups' worth (the map
  * takes a free entry before it finds the key, then gives it back); under port pressure
  * most tries find their port taken. The insert stays the claim. */
 static __always_inline int snat_try_next(struct flow_key *reply_key, struct flow_nat *reply,
-                                         const struct packet *pkt, __u64 now)
+                                         const struct packet *pkt, __u64 now, int half_open)
 {
-    struct flow_nat *held = ct_lookup(reply_key);
+    struct flow_nat *held = ct_lookup_in(reply_key, 0);
+    if (!held && half_open)
+        held = ct_lookup_in(reply_key, 1);
     if (!held)
-        return ct_store(reply_key, reply, 1);
-    return snat_take_over(reply_key, reply, held, pkt, now);
+        return ct_store(reply_key, reply, 1, half_open);
+    return snat_take_over(reply_key, reply, held, pkt, now, half_open);
 }
 
 /* Claim an SNAT address and port towards the server by inserting the reply entry:
@@ -262,7 +324,7 @@ _Static_assert(SNAT_PORT_MAX < HOST_PORT_MIN || SNAT_PORT_MIN > HOST_PORT_MAX,
 
 static __always_inline __u16 snat_claim(const struct server *srv, struct flow_key *reply_key,
                                         struct flow_nat *reply, const struct packet *pkt,
-                                        __u64 now)
+                                        __u64 now, int half_open)
 {
     __u32 count = srv->snat_count ? srv->snat_count : 1;
     __u16 own = bpf_ntohs(pkt->key.sport);
@@ -274,7 +336,7 @@ static __always_inline __u16 snat_claim(const struct server *srv, struct flow_ke
             which = 0;
         reply_key->dst = srv->snat[which];
         reply_key->dport = pkt->key.sport;
-        if (snat_try_own(reply_key, reply, pkt, now) == 0)
+        if (snat_try_own(reply_key, reply, pkt, now, half_open) == 0)
             return own;
     }
 
@@ -292,7 +354,7 @@ static __always_inline __u16 snat_claim(const struct server *srv, struct flow_ke
         __u16 port = SNAT_PORT_MIN + ((n / count) * NR_CPUS_POSSIBLE + cpu) % SNAT_PORT_COUNT;
         reply_key->dst = srv->snat[which];
         reply_key->dport = bpf_htons(port);
-        if (snat_try_next(reply_key, reply, pkt, now) == 0)
+        if (snat_try_next(reply_key, reply, pkt, now, half_open) == 0)
             return port;
     }
     return 0;
@@ -300,10 +362,12 @@ static __always_inline __u16 snat_claim(const struct server *srv, struct flow_ke
 
 /* A new flow to `srv`: claims the SNAT address and port with the reply entry and fills
  * fwd, the forward entry, which ct_insert_forward stores once its next hop is known.
- * Returns REASON_NONE or why the flow cannot be created. */
+ * `half_open` (CT_F_HALF_OPEN or 0): both entries go into the half-open maps, with
+ * nothing counted open yet. Returns REASON_NONE or why the flow cannot be created. */
 static __always_inline int ct_create(const struct packet *pkt, const struct frontend *fe,
                                      __u16 server_slot, const struct server *srv, __u64 now,
-                                     struct flow_nat *fwd, struct flow_key *reply_key)
+                                     __u8 half_open, struct flow_nat *fwd,
+                                     struct flow_key *reply_key)
 {
     reply_key->src = srv->addr;
     reply_key->sport = srv->port;
@@ -316,13 +380,13 @@ static __always_inline int ct_create(const struct packet *pkt, const struct fron
         .sport = pkt->key.dport,
         .dport = pkt->key.sport,
         .family = pkt->key.family,
-        .flags = CT_F_REPLY,
+        .flags = CT_F_REPLY | half_open,
         .server = server_slot,
         .frontend = fe->slot,
         .idle_timeout_s = fe->idle_timeout_s,
         .last_seen = now,
     };
-    __u16 port = snat_claim(srv, reply_key, &reply, pkt, now);
+    __u16 port = snat_claim(srv, reply_key, &reply, pkt, now, half_open);
     if (!port)
         return REASON_DROP_NO_SNAT_PORT;
 
@@ -331,24 +395,26 @@ static __always_inline int ct_create(const struct packet *pkt, const struct fron
     fwd->sport = bpf_htons(port);
     fwd->dport = srv->port;
     fwd->family = srv->family;
-    fwd->flags = 0;
+    fwd->flags = half_open;
     fwd->server = server_slot;
     fwd->frontend = fe->slot;
     fwd->pad = 0;
     fwd->idle_timeout_s = fe->idle_timeout_s;
     fwd->last_seen = now;
     __builtin_memset(&fwd->nh, 0, sizeof(fwd->nh));
-    fwd->fins = 0;
+    fwd->fins = half_open ? CT_FIN_CLIENT | CT_FIN_SERVER : 0;
     return REASON_NONE;
 }
 
 static __always_inline int ct_insert_forward(struct packet *pkt, struct flow_nat *fwd,
-                                             struct flow_key *reply_key)
+                                             struct flow_key *reply_key, int half_open)
 {
-    if (ct_store(&pkt->key, fwd, 0)) {
-        ct_delete(reply_key);
+    if (ct_store(&pkt->key, fwd, 0, half_open)) {
+        ct_delete_in(reply_key, half_open);
         return REASON_DROP_CONNTRACK_FULL;
     }
+    if (half_open)
+        count_event(EVENT_HALFOPEN_CREATED);
     return REASON_NONE;
 }
 

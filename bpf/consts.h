@@ -33,6 +33,16 @@
 #ifndef CONNTRACK6_SIZE
 #define CONNTRACK6_SIZE 65536
 #endif
+/* Half-open TCP flows (SYN seen, the client's handshake ACK not yet) have maps of their
+ * own, so a SYN flood evicts only other half-open flows, never an established one (the
+ * LRU maps evict per CPU: each CPU holds max_entries / possible CPUs). Entries per
+ * direction, as for conntrack; the loader sizes both from dataplane.conntrack_entries. */
+#ifndef HALFOPEN_SIZE
+#define HALFOPEN_SIZE 262144
+#endif
+#ifndef HALFOPEN6_SIZE
+#define HALFOPEN6_SIZE 65536
+#endif
 #ifndef STICKY_SIZE
 #define STICKY_SIZE 65536
 #endif
@@ -93,6 +103,30 @@
 #ifndef CT_CLOSED_S
 #define CT_CLOSED_S 2
 #endif
+/* A half-open flow's entries live this long without the client's ACK (a client retries
+ * its SYN after 1 and 3 s): the SYN_RECV timeout of IPVS, Cilium's SYN timeout. */
+#ifndef HALFOPEN_TIMEOUT_S
+#define HALFOPEN_TIMEOUT_S 10
+#endif
+/* ...but its SNAT port only this long (about the slowest handshake's round trip): then
+ * a new flow may take the port over (conntrack.h snat_reusable) */
+#ifndef HALFOPEN_PORT_HOLD_JIFFIES
+#define HALFOPEN_PORT_HOLD_JIFFIES JIFFIES_PER_S
+#endif
+/* dataplane.syn_flood_protection. 1: a new TCP flow starts in the half-open maps and
+ * moves to conntrack when the client acknowledges the server's SYN-ACK (ct_handshake in
+ * conntrack.h); 0: it goes straight into conntrack, where a SYN flood evicts established
+ * flows (kept to show what the protection is worth, and for hosts that want it off). */
+#ifndef SYN_PROTECTION
+#define SYN_PROTECTION 1
+#endif
+/* Flood mode: a CPU that sees more SYNs to a frontend than this in a second (or did in
+ * the second before) counts them as flood_syns, and new flows of that frontend stop
+ * creating table-stickiness and client_conn_throttle entries until their handshake
+ * completes. The loader passes dataplane.syn_flood_threshold / online CPUs. */
+#ifndef SYN_FLOOD_PER_CPU
+#define SYN_FLOOD_PER_CPU 10000
+#endif
 /* An entry's last_seen and cached next hop are renewed at most this often (in
  * jiffies: about a second), so established packets rarely write to the entry that both
  * directions, often on two CPUs, read, and rarely pay for a FIB lookup. */
@@ -126,6 +160,14 @@
 /* ---- flags in map values ---- */
 #ifndef CT_F_REPLY
 #define CT_F_REPLY 1          /* entry translates server -> client packets */
+#endif
+#ifndef CT_F_HALF_OPEN
+#define CT_F_HALF_OPEN 2      /* in the half-open maps: handshake not completed */
+#endif
+#ifndef CT_F_SYNACK_SEEN
+#define CT_F_SYNACK_SEEN 4    /* half-open reply entry: the server's SYN-ACK went by; its
+                               * `fins` holds the sequence number the client's ACK must
+                               * acknowledge */
 #endif
 #ifndef CT_F_CLOSED
 #define CT_F_CLOSED 8         /* RST or FINs both ways seen: a closed flow's timeout */
@@ -238,6 +280,40 @@
 #endif
 #ifndef REASON_COUNT
 #define REASON_COUNT 18
+#endif
+
+/* ---- flow-state events: index of the per-CPU counter in `ct_events` ---- */
+#ifndef EVENT_HALFOPEN_CREATED
+#define EVENT_HALFOPEN_CREATED 0    /* new TCP flows entered the half-open maps (a SYN) */
+#endif
+#ifndef EVENT_PROMOTED
+#define EVENT_PROMOTED 1            /* half-open flows moved to conntrack: the client's ACK
+                                     * acknowledged the server's SYN-ACK */
+#endif
+#ifndef EVENT_HALFOPEN_EXPIRED
+#define EVENT_HALFOPEN_EXPIRED 2    /* a packet found its half-open flow timed out */
+#endif
+#ifndef EVENT_ACK_UNVERIFIED
+#define EVENT_ACK_UNVERIFIED 3      /* a client ACK of a half-open flow that did not
+                                     * acknowledge a SYN-ACK: forwarded, not promoted */
+#endif
+#ifndef EVENT_CT_INSERTED
+#define EVENT_CT_INSERTED 4         /* conntrack entries created (both directions count) */
+#endif
+#ifndef EVENT_CT_DELETED
+#define EVENT_CT_DELETED 5          /* conntrack entries the program deleted */
+#endif
+#ifndef EVENT_HALFOPEN_INSERTED
+#define EVENT_HALFOPEN_INSERTED 6   /* half-open entries created */
+#endif
+#ifndef EVENT_HALFOPEN_DELETED
+#define EVENT_HALFOPEN_DELETED 7    /* half-open entries deleted (promoted or replaced) */
+#endif
+#ifndef EVENT_FLOOD_SYNS
+#define EVENT_FLOOD_SYNS 8          /* SYNs to a frontend in flood mode on their CPU */
+#endif
+#ifndef EVENT_COUNT
+#define EVENT_COUNT 9
 #endif
 
 /* ---- owned by Python, always passed by the loader ---- */

@@ -12,6 +12,13 @@ static __always_inline void count_reason(__u32 reason)
         *c += 1;
 }
 
+static __always_inline void count_event(__u32 event)
+{
+    __u64 *c = ct_events.lookup(&event);
+    if (c)
+        *c += 1;
+}
+
 static __always_inline int verdict(int action, __u32 reason)
 {
     count_reason(reason);

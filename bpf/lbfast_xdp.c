@@ -2,7 +2,9 @@
  *
  *   parse      Ethernet (+1 VLAN tag), IPv4/IPv6, TCP/UDP           parsing.h
  *   lookup     conntrack by 5-tuple: both directions of known flows conntrack.h
- *   choose     new flow to a frontend: throttle, sticky, algorithm  throttle.h choose.h
+ *              (half-open TCP flows apart, until the handshake)     handshake.h
+ *   choose     new flow to a frontend: SYN rate, throttle, sticky,  flood.h throttle.h
+ *              algorithm                                            choose.h
  *   rewrite    addresses, ports, checksums; IPv4 <-> IPv6           nat.h
  *   send       next hop (FIB, cached per flow and per server),      next_hop.h
  *              redirect
@@ -30,11 +32,20 @@
 #include "conntrack.h"
 #include "throttle.h"
 #include "choose.h"
+#include "flood.h"
+#include "handshake.h"
 #include "nat.h"
 #include "next_hop.h"
 #include "reset.h"
 #include "icmp.h"
 #include "too_big.h"
+
+/* The bench's split of a new flow's cost (bench/bench_xdp.py): a build with
+ * -DLBFAST_BENCH_STOP=N returns after step N: 1 parse, 2 lookups (conntrack, half-open,
+ * frontend), 3 choice (SYN rate, throttle, server). 0: the whole program. */
+#ifndef LBFAST_BENCH_STOP
+#define LBFAST_BENCH_STOP 0
+#endif
 
 static __always_inline int parse_verdict(int parsed)
 {
@@ -75,35 +86,72 @@ static __always_inline int forward_known_flow(struct xdp_md *ctx, struct packet 
     return send_via(ctx, &nat->nh);
 }
 
-static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *pkt,
-                                            const struct frontend *fe, __u64 now)
+/* A packet of a half-open flow that did not complete the handshake: forwarded by its
+ * half-open entry. Both entries live HALFOPEN_TIMEOUT_S, and the SNAT port is held
+ * HALFOPEN_PORT_HOLD_JIFFIES, from the client's last SYN (a retransmission renews them).
+ * No "too big" check: handshake segments are small. */
+static __always_inline int forward_half_open(struct xdp_md *ctx, struct packet *pkt,
+                                             struct flow_nat *half, __u64 now)
 {
-    if (pkt->key.proto == IPPROTO_TCP &&
-        (pkt->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN)
-        return verdict(XDP_PASS, REASON_PASS_NO_STATE);
     if (pkt->ttl <= 1)
         return verdict(XDP_PASS, REASON_PASS_TTL);
-    if (!throttle_admits(fe, pkt, now))
+    if ((pkt->tcp_flags & TCP_SYN) && !(half->flags & CT_F_REPLY))
+        ct_renew_half_open(half, pkt, now);
+    count_traffic(half, pkt->frame_len, 0);
+    int unsent = REASON_NONE;
+    if (!half->nh.ifindex)
+        unsent = resolve_next_hop(ctx, pkt, half, &half->nh);
+    int reason = nat_rewrite(ctx, pkt, half);
+    if (reason)
+        return verdict(XDP_DROP, reason);
+    if (unsent)
+        return unsent_verdict(unsent);
+    return send_via(ctx, &half->nh);
+}
+
+/* `over`: the packet had a conntrack entry, found over (expired, or a closed flow's
+ * SYN). `half_open`: CT_F_HALF_OPEN for a TCP flow under SYN_PROTECTION, else 0 (a
+ * constant per call site). */
+static __always_inline int forward_new_flow(struct xdp_md *ctx, struct packet *pkt,
+                                            const struct frontend *fe, int over, __u64 now,
+                                            const __u8 half_open)
+{
+    int flood = 0;
+    if (pkt->key.proto == IPPROTO_TCP) {
+        if ((pkt->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN)
+            return verdict(XDP_PASS, REASON_PASS_NO_STATE);
+        flood = syn_flood_note(fe->slot, now);
+    }
+    if (pkt->ttl <= 1)
+        return verdict(XDP_PASS, REASON_PASS_TTL);
+    if (!throttle_admits(fe, pkt, now, !flood))
         return verdict(XDP_DROP, REASON_DROP_THROTTLED);
 
-    int slot = choose_server(fe, pkt, now);
+    int slot = choose_server(fe, pkt, now, !flood);
     if (slot < 0)
         return verdict(XDP_DROP, REASON_DROP_NO_SERVER);
     __u32 server_slot = slot;
     struct server *srv = servers.lookup(&server_slot);
     if (!srv || !(srv->flags & SERVER_F_IN_USE))
         return verdict(XDP_DROP, REASON_DROP_NO_SERVER);
+    if (LBFAST_BENCH_STOP == 3)
+        return XDP_PASS;
 
     struct flow_nat fwd;
     struct flow_key reply_key;
-    int reason = ct_create(pkt, fe, server_slot, srv, now, &fwd, &reply_key);
+    int reason = ct_create(pkt, fe, server_slot, srv, now, half_open, &fwd, &reply_key);
     if (reason)
         return verdict(XDP_DROP, reason);
+    /* a closed established flow's entry would shadow the half-open one (conntrack is
+     * looked up first) */
+    if (half_open && over)
+        ct_delete_in(&pkt->key, 0);
     int unsent = server_next_hop(ctx, pkt, srv, &fwd, now);
-    reason = ct_insert_forward(pkt, &fwd, &reply_key);
+    reason = ct_insert_forward(pkt, &fwd, &reply_key, half_open);
     if (reason)
         return verdict(XDP_DROP, reason);
-    add_active(fwd.server, fwd.frontend, ACTIVE_PER_FLOW);
+    if (!half_open)     /* a half-open flow counts from its handshake (handshake.h) */
+        add_active(fwd.server, fwd.frontend, ACTIVE_PER_FLOW);
     count_traffic(&fwd, pkt->frame_len, 1);
 
     if (!unsent && !fits_next_hop(pkt, &fwd, &fwd.nh))
@@ -124,10 +172,23 @@ static __always_inline int lbfast(struct xdp_md *ctx)
         return forward_icmp_error(ctx, &pkt);
     if (parsed != PARSE_OK)
         return parse_verdict(parsed);
+    if (LBFAST_BENCH_STOP == 1)
+        return XDP_PASS;
 
     __u64 now = bpf_jiffies64();
     struct flow_nat *nat = ct_lookup(&pkt.key);
-    if (nat && !ct_is_over(nat, &pkt, now))
+    int over = nat && ct_is_over(nat, &pkt, now);
+#if SYN_PROTECTION
+    if (!nat && pkt.key.proto == IPPROTO_TCP) {
+        struct flow_nat *half = ct_lookup_in(&pkt.key, 1);
+        if (half && !ct_is_over(half, &pkt, now)) {
+            if (!ct_handshake(half, &pkt, now))
+                return forward_half_open(ctx, &pkt, half, now);
+            nat = ct_lookup(&pkt.key);      /* promoted */
+        }
+    }
+#endif
+    if (nat && !over)
         return forward_known_flow(ctx, &pkt, nat, now);
 
     struct frontend_key fk = {
@@ -137,9 +198,11 @@ static __always_inline int lbfast(struct xdp_md *ctx)
         .family = pkt.key.family,
     };
     struct frontend *fe = frontends.lookup(&fk);
-    if (!fe)
+    if (!fe || LBFAST_BENCH_STOP == 2)
         return XDP_PASS;
-    return forward_new_flow(ctx, &pkt, fe, now);
+    if (SYN_PROTECTION && pkt.key.proto == IPPROTO_TCP)
+        return forward_new_flow(ctx, &pkt, fe, over, now, CT_F_HALF_OPEN);
+    return forward_new_flow(ctx, &pkt, fe, over, now, 0);
 }
 
 #ifndef LBFAST_BENCH

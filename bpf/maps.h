@@ -26,6 +26,12 @@ BPF_TABLE_PINNED("lru_hash", struct flow_key4, struct flow_nat, conntrack, CONNT
                  PINNED(conntrack), BPF_F_NO_COMMON_LRU);
 BPF_TABLE_PINNED("lru_hash", struct flow_key, struct flow_nat, conntrack6, CONNTRACK6_SIZE,
                  PINNED(conntrack6), BPF_F_NO_COMMON_LRU);
+/* Half-open TCP flows, both directions, until the handshake completes (conntrack.h):
+ * their own LRU, so a SYN flood evicts only these. */
+BPF_TABLE_PINNED("lru_hash", struct flow_key4, struct flow_nat, halfopen, HALFOPEN_SIZE,
+                 PINNED(halfopen), BPF_F_NO_COMMON_LRU);
+BPF_TABLE_PINNED("lru_hash", struct flow_key, struct flow_nat, halfopen6, HALFOPEN6_SIZE,
+                 PINNED(halfopen6), BPF_F_NO_COMMON_LRU);
 BPF_TABLE_PINNED("lru_hash", struct sticky_key, struct sticky, sticky, STICKY_SIZE,
                  PINNED(sticky));
 BPF_TABLE_PINNED("lru_hash", struct throttle_key, struct throttle_bucket, throttle,
@@ -48,6 +54,9 @@ BPF_TABLE_PINNED("percpu_array", u32, struct traffic, server_traffic, MAX_SERVER
  * adds on a new flow and on its close. One entry. */
 BPF_TABLE_PINNED("array", u32, struct active_conns, active_conns, 1, PINNED(active_conns));
 BPF_TABLE_PINNED("percpu_array", u32, u64, reasons, REASON_COUNT, PINNED(reasons));
+BPF_TABLE_PINNED("percpu_array", u32, u64, ct_events, EVENT_COUNT, PINNED(ct_events));
+BPF_TABLE_PINNED("percpu_array", u32, struct syn_window, syn_rate, MAX_FRONTENDS,
+                 PINNED(syn_rate));
 
 /* ---- for the loader only: the key/value layout each pinned map was made with ---- */
 BPF_TABLE_PINNED("hash", u64, u64, layouts, 64, PINNED(layouts));

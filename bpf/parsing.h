@@ -37,6 +37,8 @@ struct packet {
     __u8 ttl;
     __u8 tos;
     __u8 df;            /* IPv4 don't-fragment set; always for IPv6 (no router fragments) */
+    __be32 seq;         /* TCP: the handshake check (conntrack.h ct_handshake) */
+    __be32 ack_seq;
 };
 
 enum parse_result {
@@ -139,6 +141,8 @@ static __always_inline int parse_tcphdr(struct hdr_cursor *c, void *data_end,
     pkt->key.sport = tcph->source;
     pkt->key.dport = tcph->dest;
     pkt->tcp_flags = ((__u8 *)tcph)[13];
+    pkt->seq = tcph->seq;
+    pkt->ack_seq = tcph->ack_seq;
     return PARSE_OK;
 }
 

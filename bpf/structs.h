@@ -68,7 +68,9 @@ struct flow_nat {
     __u32 idle_timeout_s;
     __u64 last_seen;    /* jiffies */
     struct next_hop nh;
-    __u32 fins;         /* forward entry: CT_FIN_* sides closed (atomic adds) */
+    __u32 fins;         /* forward entry: CT_FIN_* sides closed (atomic adds); both
+                         * while half-open (nothing counted yet). Half-open reply
+                         * entry: the server's ISN + 1, host order (CT_F_SYNACK_SEEN) */
 };
 
 struct frontend_key {
@@ -161,6 +163,14 @@ struct neigh_key {
 struct active_conns {
     __s64 frontends[MAX_FRONTENDS];
     __s64 servers[MAX_SERVERS];
+};
+
+/* SYNs to a frontend, per CPU, in whole seconds of jiffies: flood mode's measure. */
+struct syn_window {
+    __u64 second;       /* jiffies / JIFFIES_PER_S of `syns` */
+    __u64 syns;         /* in that second */
+    __u64 last_syns;    /* in the second before it (0 if none came) */
+    __u64 flood_syns;   /* all SYNs counted while in flood mode */
 };
 
 /* Per-CPU traffic counters of a frontend or a server. "in" is client -> server. */

@@ -330,6 +330,13 @@ def stats(socket_path, as_json):
             for bid, servers in st["backends"].items() for s in servers]
     print_table(rows, ["backend", "server", "state", "active", "total", "bytes_in", "bytes_out", "failed"])
 
+    flows = st.get("xdp", {}).get("flow_state")
+    if flows:       # XDP: conntrack and half-open maps, and what the program did with flows
+        click.echo()
+        print_table([dict(flows[t], table=t) for t in ("conntrack", "half_open")],
+                    ["table", "entries", "capacity", "evicted"])
+        click.echo("  " + "  ".join(f"{k} {v}" for k, v in flows["events"].items()))
+
 
 @cli.command()
 @socket_option

@@ -224,13 +224,32 @@ class Daemon:
     # -- run ------------------------------------------------------------------------
     async def _recount_xdp_connections(self, every_s: float = 30.0) -> None:
         """The program's open-connection counts miss flows the LRU evicted unseen;
-        leastconn and the stats stay right by recounting from conntrack now and then."""
+        leastconn and the stats stay right by recounting from conntrack now and then.
+        Expired half-open flows (a SYN flood's) are swept at the same pace."""
         while True:
             await asyncio.sleep(every_s)
             try:
                 await self.in_xdp_thread(self.xdp.recount_active_connections)
+                await self.in_xdp_thread(self.xdp.sweep_half_open)
             except Exception:
                 log.exception("recounting XDP connections failed")
+
+    async def _watch_syn_floods(self, every_s: float = 2.0) -> None:
+        """Log each XDP frontend entering and leaving flood mode (bpf/flood.h)."""
+        flooded: set[int] = set()
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                now = {fid: f for fid, f in self.xdp.stats()["frontends"].items() if f["syn_flood"]}
+            except Exception:
+                log.exception("reading XDP SYN rates failed")
+                continue
+            for fid in now.keys() - flooded:
+                log.warning("SYN flood on frontend %d: %d SYN/s; new sources get no sticky or "
+                            "throttle state until their handshake completes", fid, now[fid]["syn_rate"])
+            for fid in flooded - now.keys():
+                log.warning("SYN flood on frontend %d is over", fid)
+            flooded = set(now)
 
     async def in_xdp_thread(self, fn, *args):
         """XDP set-up (the compile), apply and close block on the kernel (netlink, bpf):
@@ -252,7 +271,10 @@ class Daemon:
             from lbfast.xdp import XdpDataplane
             try:
                 self.xdp = XdpDataplane(dp.interfaces, dp.xdp_mode, dp.snat_addresses or None,
-                                        pin_dir=dp.pin_dir, on_failure=self.fail_from_thread)
+                                        pin_dir=dp.pin_dir, on_failure=self.fail_from_thread,
+                                        conntrack_entries=dp.conntrack_entries,
+                                        syn_flood_protection=dp.syn_flood_protection,
+                                        syn_flood_threshold=dp.syn_flood_threshold)
             except Exception as e:          # compile or attach failed
                 ok, why = False, f"XDP failed to start: {e}"
         if ok:
@@ -326,6 +348,7 @@ class Daemon:
         if self.xdp is not None:
             recount = self.watch(asyncio.ensure_future(self._recount_xdp_connections()),
                                  "the XDP connection recount")
+            floods = self.watch(asyncio.ensure_future(self._watch_syn_floods()), "the XDP SYN flood watch")
         log.info("lbfast running: %d frontends, data plane %s, control socket %s",
                  len(self.l4.frontends), self.dataplane_reason, self.socket_path)
         sdnotify.notify(READY=1, STATUS=self.summary(), MAINPID=os.getpid())
@@ -345,6 +368,7 @@ class Daemon:
             await self.health.close()
             if self.xdp is not None:         # detaches: the kernel stack sees the VIP traffic again
                 recount.cancel()
+                floods.cancel()
                 await self.in_xdp_thread(self.xdp.close)
             Path(self.socket_path).unlink(missing_ok=True)
             runtime.remove_pidfile(self.pidfile)
@@ -414,7 +438,8 @@ class Daemon:
                               "active": t.get("active_connections", 0), "total": t.get("new_connections", 0),
                               "bytes_in": t.get("bytes_in", 0), "bytes_out": t.get("bytes_out", 0),
                               "packets_in": t.get("packets_in", 0), "packets_out": t.get("packets_out", 0),
-                              "refused": 0})
+                              "refused": 0, "syn_rate": t.get("syn_rate", 0),
+                              "syn_flood": t.get("syn_flood", 0)})
             rows = backends.setdefault(str(f.backend.id), {})
             for s in f.backend.servers:
                 t = raw["servers"].get(f.backend.id, {}).get(s.key, {})
@@ -424,7 +449,7 @@ class Daemon:
                                "active": t.get("active_connections", 0), "total": t.get("new_connections", 0),
                                "bytes_in": t.get("bytes_in", 0), "bytes_out": t.get("bytes_out", 0), "failed": 0}
         return {"frontends": frontends, "backends": {b: list(r.values()) for b, r in backends.items()},
-                "drops": raw["drops"], "passes": raw["passes"]}
+                "drops": raw["drops"], "passes": raw["passes"], "flow_state": raw["flow_state"]}
 
     def dataplane_stats(self) -> dict:
         """Counters of every data plane, merged: frontends, and servers per backend id."""
@@ -435,7 +460,7 @@ class Daemon:
             x = self.xdp_stats()
             out["frontends"] += x["frontends"]
             out["backends"].update(x["backends"])
-            out["xdp"] = {"drops": x["drops"], "passes": x["passes"]}
+            out["xdp"] = {"drops": x["drops"], "passes": x["passes"], "flow_state": x["flow_state"]}
         return out
 
     def status(self) -> dict:

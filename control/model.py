@@ -180,6 +180,10 @@ class DataplaneSection(Strict):
     # signs sticky cookies; made at first start and kept in the file, so a restart or the HA
     # peer sharing this file keeps every cookie pointing at the same server
     cookie_secret: CookieSecret | None = None
+    # XDP flow state: IPv4 conntrack entries (2 per flow) the online CPUs hold, None: from memory
+    conntrack_entries: int_range(4096, 1 << 26) | None = None
+    syn_flood_protection: StrictBool = True   # TCP flows wait in half-open maps for their handshake
+    syn_flood_threshold: int_range(1, 1 << 30) = 20000    # SYN/s to a frontend: flood mode
 
 
 Asn = int_range(1, 2**32 - 1)

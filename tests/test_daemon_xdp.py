@@ -61,6 +61,10 @@ def test_l4_frontend_goes_through_xdp(xdp_testbed, tmp_path):
         f = [x for x in stats["frontends"] if x["name"] == "http"][0]
         assert f["total"] == 200 and f["packets_in"] > 600 and f["bytes_out"] > 0
         assert sum(s["total"] for s in stats["backends"]["1"]) == 200
+        flows = stats["xdp"]["flow_state"]    # each flow half-open, then promoted
+        assert flows["events"]["halfopen_created"] == 200 and flows["events"]["promoted"] == 200
+        assert flows["half_open"]["entries"] == 0 and flows["conntrack"]["entries"] > 0
+        assert flows["conntrack"]["capacity"] >= 65536 and f["syn_flood"] == 0
         # the VIP is not on the LB: only XDP can have answered
         addrs = tb.lb.run(["ip", "-o", "addr"]).stdout
         assert tb.vip not in addrs

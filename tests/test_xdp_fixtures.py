@@ -7,7 +7,8 @@ import os
 import pytest
 from scapy.layers.l2 import Ether
 
-from tests.xdp_fixtures import CASES, SMALL_CONNTRACK, VERDICTS, Case, Send, World
+from tests.xdp_fixtures import (CASES, SMALL_CONNTRACK, SMALL_HALFOPEN, SYN_FLOOD_PER_CPU,
+                                VERDICTS, Case, Send, World)
 
 pytestmark = pytest.mark.xdp
 
@@ -21,7 +22,9 @@ def world():
     with Testbed(backends=2) as tb:
         dp = tb.lb.in_ns(lambda: XdpDataplane(
             [], pin_dir=pin_dir,
-            constants={"CONNTRACK_SIZE": SMALL_CONNTRACK, "CONNTRACK6_SIZE": SMALL_CONNTRACK}))
+            constants={"CONNTRACK_SIZE": SMALL_CONNTRACK, "CONNTRACK6_SIZE": SMALL_CONNTRACK,
+                       "HALFOPEN_SIZE": SMALL_HALFOPEN, "HALFOPEN6_SIZE": SMALL_HALFOPEN,
+                       "SYN_FLOOD_PER_CPU": SYN_FLOOD_PER_CPU}))
         try:
             yield World(tb, dp)
         finally:
@@ -30,12 +33,13 @@ def world():
 
 
 def clear_flow_state(dp) -> None:
-    """Empty conntrack, sticky and throttle tables; zero cursors and open counts."""
-    for name in ("conntrack", "conntrack6", "sticky", "throttle"):
+    """Empty conntrack, half-open, sticky and throttle tables; zero cursors, SYN rates
+    and open counts."""
+    for name in ("conntrack", "conntrack6", "halfopen", "halfopen6", "sticky", "throttle"):
         m = dp.maps[name]
         for key in list(m.keys()):
             m.delete(key)
-    for name in ("rr_cursor", "snat_cursor"):
+    for name in ("rr_cursor", "snat_cursor", "syn_rate", "ct_events"):
         m = dp.maps[name]
         for i in range(m_size(dp, name)):
             m.zero(ct.c_uint32(i))
@@ -43,7 +47,9 @@ def clear_flow_state(dp) -> None:
 
 
 def m_size(dp, name: str) -> int:
-    return 1 if name == "snat_cursor" else int(dp.consts["MAX_BACKENDS"])
+    sizes = {"snat_cursor": 1, "syn_rate": int(dp.consts["MAX_FRONTENDS"]),
+             "ct_events": int(dp.consts["EVENT_COUNT"])}
+    return sizes.get(name, int(dp.consts["MAX_BACKENDS"]))
 
 
 def reason_count(dp, name: str) -> int:

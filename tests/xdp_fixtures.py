@@ -32,6 +32,8 @@ SPORT = 8080
 CLIENT_PORT = 40000
 FIRST_SNAT_PORT = 10000
 SMALL_CONNTRACK = 1024     # the fixtures' build: small enough to fill in a case
+SMALL_HALFOPEN = 512
+SYN_FLOOD_PER_CPU = 8      # SYNs per second and CPU above which a frontend is flooded
 
 
 @dataclass
@@ -136,10 +138,12 @@ def syn(port: int = CLIENT_PORT, src: str | None = None, **ip):
     return build
 
 
-def ack(port: int = CLIENT_PORT, flags: str = "A", payload: bytes = b"GET / HTTP/1.0\r\n\r\n"):
+def ack(port: int = CLIENT_PORT, flags: str = "A", payload: bytes = b"GET / HTTP/1.0\r\n\r\n",
+        src: str | None = None, acked: int = 5001):
+    """The client's ACK; `acked` 5001 acknowledges syn_ack_from's SYN-ACK."""
     def build(w: World) -> Send:
-        return Send(w.to_lb() / IP(src=w.client_ip, dst=w.tb.vip, ttl=64, id=8)
-                    / TCP(sport=port, dport=VPORT, flags=flags, seq=1001, ack=5001)
+        return Send(w.to_lb() / IP(src=src or w.client_ip, dst=w.tb.vip, ttl=64, id=8)
+                    / TCP(sport=port, dport=VPORT, flags=flags, seq=1001, ack=acked)
                     / Raw(payload))
     return build
 
@@ -166,13 +170,22 @@ def forwarded_ack(server: int, port: int = CLIENT_PORT, payload: bytes = b"GET /
     return build
 
 
-def syn_ack_from(server: int, port: int = CLIENT_PORT):
+def syn_ack_from(server: int, port: int = CLIENT_PORT, v6: bool = False):
     def build(w: World) -> Send:
-        return Send(w.server_to_lb(server)
-                    / IP(src=w.server_ip(server), dst=w.snat_ip(server), ttl=64, id=9)
+        ip = (IPv6(src=w.server_ip(server, v6=True), dst=w.snat_ip(server, v6=True), hlim=64)
+              if v6 else IP(src=w.server_ip(server), dst=w.snat_ip(server), ttl=64, id=9))
+        return Send(w.server_to_lb(server) / ip
                     / TCP(sport=SPORT, dport=port, flags="SA", seq=5000, ack=1001),
                     ingress=f"b{server}")
     return build
+
+
+def handshake(port: int = CLIENT_PORT, server: int = 0, v6_servers: bool = False,
+              src: str | None = None) -> list[Callable[[World], Send]]:
+    """SYN, the server's SYN-ACK, the client's ACK: the flow is established (in
+    conntrack, counted open)."""
+    return [syn(port, src=src), syn_ack_from(server, port, v6=v6_servers),
+            ack(port, payload=b"", src=src)]
 
 
 def syn_ack_to_client(w: World) -> Packet:
@@ -233,11 +246,90 @@ def conntrack_stayed_full(w: World) -> None:
     m = w.dp.maps["conntrack"]
     entries = sum(1 for _ in m.keys())
     assert entries <= SMALL_CONNTRACK, entries
-    key = st.FlowKey4(src=st.Addr.of(w.client_ip).v4, dst=st.Addr.of(w.tb.vip).v4,
-                      sport=st.be16(CLIENT_PORT), dport=st.be16(VPORT), proto=6)
-    assert m.get(key) is not None, "the new flow has no conntrack entry"
+    assert m.get(forward_key(w)) is not None, "the promoted flow has no conntrack entry"
     evicted = sum(1 for i in range(SMALL_CONNTRACK) if m.get(_filler_key(i)) is None)
     assert evicted >= 2, "the LRU should have evicted filler entries for both directions"
+
+
+def fill_halfopen(w: World) -> None:
+    """Fill the fixtures' small IPv4 half-open map with unrelated half-open flows."""
+    m = w.dp.maps["halfopen"]
+    for i in range(SMALL_HALFOPEN):
+        m.set(_filler_key(i), st.FlowNat(flags=int(w.dp.consts["CT_F_HALF_OPEN"])))
+
+
+def established_untouched_by_syn(w: World) -> None:
+    """The established flow kept both entries; the new flow is half-open, and room for
+    it came from other half-open flows."""
+    assert w.dp.maps["conntrack"].get(forward_key(w)) is not None
+    assert w.dp.maps["conntrack"].get(reply_key(w)) is not None
+    half = w.dp.maps["halfopen"]
+    assert half.get(forward_key(w, CLIENT_PORT + 1)) is not None
+    assert sum(1 for _ in half.keys()) <= SMALL_HALFOPEN
+    evicted = sum(1 for i in range(SMALL_HALFOPEN) if half.get(_filler_key(i)) is None)
+    assert evicted >= 2, "the LRU should have evicted half-open fillers for both directions"
+
+
+def event(w: World, name: str) -> int:
+    return w.dp.stats()["flow_state"]["events"][name]
+
+
+def promoted(w: World) -> None:
+    assert forward_entry(w, table="conntrack") is not None
+    assert reply_entry(w, table="conntrack") is not None
+    assert forward_entry(w, table="halfopen") is None
+    assert reply_entry(w, table="halfopen") is None
+    flags = forward_entry(w, table="conntrack").flags
+    assert not flags & int(w.dp.consts["CT_F_HALF_OPEN"]), flags
+    assert open_flows(w) == 1, "counted open from the handshake"
+    assert event(w, "promoted") == 1
+
+
+def still_half_open(w: World) -> None:
+    assert forward_entry(w, table="conntrack") is None
+    assert forward_entry(w, table="halfopen") is not None
+    assert open_flows(w) == 0
+    assert event(w, "ack_unverified") == 1
+
+
+def age_half_open(w: World) -> None:
+    """Move the half-open flow's entries HALFOPEN_TIMEOUT_S + 1 into the past."""
+    c = w.dp.consts
+    back = (int(c["HALFOPEN_TIMEOUT_S"]) + 1) * int(c["JIFFIES_PER_S"])
+    m = w.dp.maps["halfopen"]
+    for key in (forward_key(w), reply_key(w)):
+        nat = m.get(key)
+        nat.last_seen -= back
+        m.set(key, nat)
+
+
+def half_open_expired(w: World) -> None:
+    assert event(w, "halfopen_expired") == 1
+
+
+FLOOD_SOURCE = "10.200.0.3"
+# SYN_FLOOD_PER_CPU SYNs in the second: the next one is over the rate
+UP_TO_THE_RATE = [syn(CLIENT_PORT + 1 + i) for i in range(SYN_FLOOD_PER_CPU)]
+FLOOD_CONFIG = config(Algorithm.FIRST, stickiness=Stickiness.TABLE, throttle=1000)
+
+
+def _has_key(w: World, table: str, src: str) -> bool:
+    want = st.Addr.of(src).v4
+    return any(k.src.v4 == want for k in w.dp.maps[table].keys())
+
+
+def no_source_state(w: World) -> None:
+    """In flood mode the unverified source got no sticky or throttle entry."""
+    assert not _has_key(w, "sticky", FLOOD_SOURCE)
+    assert not _has_key(w, "throttle", FLOOD_SOURCE)
+    assert _has_key(w, "sticky", w.client_ip), "before the flood sources were remembered"
+    assert event(w, "flood_syns") >= 1
+    assert w.dp.stats()["frontends"][10]["syn_flood"] == 1
+
+
+def source_state_after_handshake(w: World) -> None:
+    assert _has_key(w, "sticky", FLOOD_SOURCE)
+    assert _has_key(w, "throttle", FLOOD_SOURCE)
 
 
 def set_health(server: int, up: bool):
@@ -278,10 +370,22 @@ def fin_from(side: str):
     return build
 
 
-def forward_entry(w: World) -> st.FlowNat:
-    key = st.FlowKey4(src=st.Addr.of(w.client_ip).v4, dst=st.Addr.of(w.tb.vip).v4,
-                      sport=st.be16(CLIENT_PORT), dport=st.be16(VPORT), proto=6)
-    return w.dp.maps["conntrack"].get(key)
+def entry(w: World, key: st.FlowKey4, table: str | None = None) -> st.FlowNat | None:
+    """The key's entry in `table`, or in conntrack, else the half-open map."""
+    for name in (table,) if table else ("conntrack", "halfopen"):
+        found = w.dp.maps[name].get(key)
+        if found is not None:
+            return found
+    return None
+
+
+def forward_key(w: World, port: int = CLIENT_PORT, src: str | None = None) -> st.FlowKey4:
+    return st.FlowKey4(src=st.Addr.of(src or w.client_ip).v4, dst=st.Addr.of(w.tb.vip).v4,
+                       sport=st.be16(port), dport=st.be16(VPORT), proto=6)
+
+
+def forward_entry(w: World, table: str | None = None) -> st.FlowNat:
+    return entry(w, forward_key(w), table)
 
 
 def closed(server_time_wait: bool):
@@ -297,11 +401,15 @@ def _port_seq(n: int) -> list[Callable[[World], Send]]:
     return [syn(CLIENT_PORT + 1 + i) for i in range(n)]
 
 
-def reply_entry(w: World, port: int = CLIENT_PORT, server: int = 0) -> st.FlowNat | None:
-    key = st.FlowKey4(src=st.Addr.of(w.server_ip(server)).v4,
-                      dst=st.Addr.of(w.snat_ip(server)).v4, sport=st.be16(SPORT),
-                      dport=st.be16(port), proto=6)
-    return w.dp.maps["conntrack"].get(key)
+def reply_key(w: World, port: int = CLIENT_PORT, server: int = 0) -> st.FlowKey4:
+    return st.FlowKey4(src=st.Addr.of(w.server_ip(server)).v4,
+                       dst=st.Addr.of(w.snat_ip(server)).v4, sport=st.be16(SPORT),
+                       dport=st.be16(port), proto=6)
+
+
+def reply_entry(w: World, port: int = CLIENT_PORT, server: int = 0,
+                table: str | None = None) -> st.FlowNat | None:
+    return entry(w, reply_key(w, port, server), table)
 
 
 def open_flows(w: World, server: int = 0) -> int:
@@ -311,14 +419,16 @@ def open_flows(w: World, server: int = 0) -> int:
 
 
 def taken_over(w: World) -> None:
-    """The closed flow's reply entry is the new flow's: open, and counted once."""
+    """The closed flow's entries are gone from conntrack (they would shadow the new
+    ones); the new flow holds the port, half-open: not counted until its handshake."""
     c = w.dp.consts
-    reply = reply_entry(w)
+    assert reply_entry(w, table="conntrack") is None
+    assert forward_entry(w, table="conntrack") is None
+    reply = reply_entry(w, table="halfopen")
     assert reply is not None
     assert not reply.flags & int(c["CT_F_CLOSED"]), reply.flags
-    assert forward_entry(w).sport == st.be16(CLIENT_PORT)
-    assert not forward_entry(w).flags & int(c["CT_F_CLOSED"])
-    assert open_flows(w) == 1, "the closed flow is not counted, the new one once"
+    assert forward_entry(w, table="halfopen").sport == st.be16(CLIENT_PORT)
+    assert open_flows(w) == 0, "the closed flow is not counted, the half-open one not yet"
 
 
 def held_for_first_client(w: World) -> None:
@@ -330,7 +440,7 @@ def held_for_first_client(w: World) -> None:
     assert other is not None and other.dst.v4 == st.Addr.of("10.200.0.3").v4
 
 
-CLOSED_BY_SERVER = [syn(), fin_from("server"), fin_from("client")]
+CLOSED_BY_SERVER = [*handshake(), fin_from("server"), fin_from("client")]
 
 
 # ---------------------------------------------------------------------- ICMP errors
@@ -381,6 +491,14 @@ def syn_ack_as_client_got(w: World) -> Packet:
 def v6_flow(w: World) -> Send:
     return Send(w.to_lb() / IPv6(src=w.tb.client.ip6, dst=w.tb.vip6, hlim=64)
                 / TCP(sport=CLIENT_PORT, dport=VPORT, flags="S", seq=1000))
+
+
+def v6_ack(w: World) -> Send:
+    return Send(w.to_lb() / IPv6(src=w.tb.client.ip6, dst=w.tb.vip6, hlim=64)
+                / TCP(sport=CLIENT_PORT, dport=VPORT, flags="A", seq=1001, ack=5001))
+
+
+V6_HANDSHAKE = [v6_flow, syn_ack_from(0, v6=True), v6_ack]
 
 
 def v6_syn_at_server(w: World) -> Packet:
@@ -477,7 +595,8 @@ CASES: list[Case] = [
     Case("leastconn: the server with fewer open flows wins though the scan starts elsewhere",
          config(Algorithm.LEASTCONN), syn(), XDP_REDIRECT, forwarded(1),
          # flow A -> b0, flow B -> b1, B reset: b0 has 1 open, b1 0; C's scan starts at b0
-         before=[syn(CLIENT_PORT + 1), syn(CLIENT_PORT + 2), rst_from_client(CLIENT_PORT + 2)]),
+         before=[*handshake(CLIENT_PORT + 1, 0), *handshake(CLIENT_PORT + 2, 1),
+                 rst_from_client(CLIENT_PORT + 2)]),
     Case("source: the Maglev slot of the client's address, as Python computes it",
          config(Algorithm.SOURCE), syn(), XDP_REDIRECT, forwarded(maglev_choice)),
     Case("source: every flow of a client lands on the same server",
@@ -515,7 +634,7 @@ CASES: list[Case] = [
          setup=lambda w: (set_health(0, False)(w), set_health(1, False)(w))),
     Case("shutdown_sessions: a purged flow's next packet is answered with a RST",
          DEFAULT, ack(), XDP_REDIRECT, rst_to_client(5001), reason="tx_reset",
-         before=[syn()], setup=purge(0)),
+         before=handshake(), setup=purge(0)),
     # ---- SNAT port choice
     Case("snat: the client's own source port is kept when it is free",
          DEFAULT, syn(51234), XDP_REDIRECT, forwarded(0, port=51234)),
@@ -531,10 +650,10 @@ CASES: list[Case] = [
          check=held_for_first_client),
     # ---- closing
     Case("closing: the server's FIN first keeps the SNAT port for its TIME_WAIT",
-         DEFAULT, fin_from("client"), XDP_REDIRECT, before=[syn(), fin_from("server")],
+         DEFAULT, fin_from("client"), XDP_REDIRECT, before=[*handshake(), fin_from("server")],
          check=closed(server_time_wait=True)),
     Case("closing: the client's FIN first frees the SNAT port soon after",
-         DEFAULT, fin_from("server"), XDP_REDIRECT, before=[syn(), fin_from("client")],
+         DEFAULT, fin_from("server"), XDP_REDIRECT, before=[*handshake(), fin_from("client")],
          check=closed(server_time_wait=False)),
     # ---- throttle
     Case("client_conn_throttle 2/s: the third SYN within the second is dropped",
@@ -630,9 +749,30 @@ CASES: list[Case] = [
          raw_frame(lambda w: bytes(w.to_lb() / Dot1Q(vlan=5))[:16]), XDP_DROP,
          reason="drop_malformed"),
     # ---- capacity
-    Case("conntrack full: a new flow still gets through, the LRU evicts idle entries",
-         DEFAULT, syn(), XDP_REDIRECT, forwarded(0), setup=fill_conntrack,
-         check=conntrack_stayed_full),
+    Case("conntrack full: a completed handshake still gets in, the LRU evicts idle entries",
+         DEFAULT, ack(), XDP_REDIRECT, forwarded_ack(0), before=[syn(), syn_ack_from(0)],
+         setup=fill_conntrack, check=conntrack_stayed_full),
+    Case("half-open full: a SYN evicts other half-open flows, never an established one",
+         DEFAULT, syn(CLIENT_PORT + 1), XDP_REDIRECT, forwarded(1, port=CLIENT_PORT + 1),
+         before=handshake(), setup=fill_halfopen, check=established_untouched_by_syn),
+    # ---- the handshake: half-open until the client acknowledges the server's SYN-ACK
+    Case("handshake: the client's ACK of the SYN-ACK moves the flow to conntrack",
+         DEFAULT, ack(), XDP_REDIRECT, forwarded_ack(0), before=[syn(), syn_ack_from(0)],
+         check=promoted),
+    Case("handshake: an ACK of anything else is forwarded, the flow stays half-open",
+         DEFAULT, ack(acked=777), XDP_REDIRECT, before=[syn(), syn_ack_from(0)],
+         check=still_half_open),
+    Case("half-open expiry: no handshake within HALFOPEN_TIMEOUT_S, the ACK is the kernel's",
+         DEFAULT, ack(), XDP_PASS, reason="pass_no_state", before=[syn(), syn_ack_from(0)],
+         setup=age_half_open, check=half_open_expired),
+    # ---- flood mode: SYNs over the rate create no sticky or throttle state
+    Case("flood: over the SYN rate a new source gets no sticky or throttle entry",
+         FLOOD_CONFIG, syn(src=FLOOD_SOURCE), XDP_REDIRECT, before=UP_TO_THE_RATE,
+         check=no_source_state),
+    Case("flood: a source that completes the handshake gets them then",
+         FLOOD_CONFIG, ack(src=FLOOD_SOURCE), XDP_REDIRECT,
+         before=[*UP_TO_THE_RATE, syn(src=FLOOD_SOURCE), syn_ack_from(0)],
+         check=source_state_after_handshake),
     # ---- ICMP errors about NATed flows
     Case("icmp: a server's port unreachable for a UDP flow reaches the client, about its "
          "own datagram", UDP_CONFIG, icmp_from_server(3, udp_to_server), XDP_REDIRECT,
@@ -643,16 +783,16 @@ CASES: list[Case] = [
          DEFAULT, icmp_from_server(4, lambda w: IP(syn_as_sent(w)), nexthopmtu=1400,
                                    src=lambda w: "10.200.1.3"),
          XDP_REDIRECT, icmp_to_client(4, syn_as_client_sent, nexthopmtu=1400),
-         reason="tx_icmp", before=[syn()]),
+         reason="tx_icmp", before=handshake()),
     Case("icmp: time exceeded on the client's side, about a reply, reaches the server",
          DEFAULT, time_exceeded_about_reply, XDP_REDIRECT, time_exceeded_to_server,
-         reason="tx_icmp", before=[syn(), syn_ack_from(0)]),
+         reason="tx_icmp", before=handshake()),
     Case("icmpv6: packet too big on an IPv6 server's path reaches the IPv6 client",
          V6_CONFIG, too_big_from_v6_path, XDP_REDIRECT, too_big_to_v6_client,
-         reason="tx_icmp", before=[v6_flow]),
+         reason="tx_icmp", before=V6_HANDSHAKE),
     Case("icmpv6: an error of a flow translated from IPv4 is the kernel's",
          V4_VIP_V6_SERVERS, too_big_from_v6_path, XDP_PASS, reason="pass_icmp_family",
-         before=[syn()]),
+         before=handshake(v6_servers=True)),
     Case("icmp: an error quoting no flow of ours is the kernel's", DEFAULT,
          icmp_from_server(3, lambda w: IP(syn_as_sent(w))), XDP_PASS),
     Case("icmp: an echo request to the VIP is the kernel's", DEFAULT,
@@ -664,11 +804,12 @@ CASES: list[Case] = [
     # ---- packets over the next hop's MTU (IPv4 -> IPv6 adds 20 bytes to a full frame)
     Case("too big: a full-size IPv4 packet with DF for an IPv6 server gets fragmentation "
          "needed with MTU 1480", V4_VIP_V6_SERVERS, full_size_ack(df=True), XDP_REDIRECT,
-         frag_needed_to_client(1480), reason="tx_too_big", before=[syn()]),
+         frag_needed_to_client(1480), reason="tx_too_big", before=handshake(v6_servers=True)),
     Case("too big: without DF it is dropped (XDP cannot fragment)", V4_VIP_V6_SERVERS,
-         full_size_ack(df=False), XDP_DROP, reason="drop_frag_needed", before=[syn()]),
+         full_size_ack(df=False), XDP_DROP, reason="drop_frag_needed",
+         before=handshake(v6_servers=True)),
     Case("too big: a packet that fits after the translation goes on", V4_VIP_V6_SERVERS,
-         full_size_ack(df=True, size=1480), XDP_REDIRECT, before=[syn()]),
+         full_size_ack(df=True, size=1480), XDP_REDIRECT, before=handshake(v6_servers=True)),
     Case("icmp: an error quoting less than 8 bytes of L4 header is the kernel's", UDP_CONFIG,
          icmp_from_server(3, lambda w: Raw(bytes(udp_to_server(w))[:20 + 4])), XDP_PASS,
          before=[udp_from_client]),

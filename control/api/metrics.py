@@ -29,6 +29,16 @@ def _labels(**kw) -> str:
     return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in kw.items()) + "}"
 
 
+def _xdp_stats(daemon) -> dict | None:
+    """The XDP program's own counters (SYN rates, flow maps), when it runs."""
+    if getattr(daemon, "xdp", None) is None:
+        return None
+    try:
+        return daemon.xdp.stats()
+    except Exception:           # a data plane going away mid-request is not /metrics' failure
+        return None
+
+
 def render(daemon, api) -> str:
     config = daemon.config
     seen = Observed(daemon)
@@ -60,6 +70,28 @@ def render(daemon, api) -> str:
     for name, kind, key, help_text in SERVER_METRICS:
         family(name, kind, help_text, [(server_labels(lb, b, s), views[(lb.id, b.id, s.id)].counters.get(key, 0))
                                        for lb, b, s in servers])
+    xdp = _xdp_stats(daemon)
+    if xdp:
+        xdp_frontends = [(lb, f) for lb, f in frontends if f.id in xdp["frontends"]]
+        for name, key, help_text in (
+                ("lbfast_xdp_frontend_syn_flood", "syn_flood",
+                 "1 while the frontend's SYN rate is over dataplane.syn_flood_threshold."),
+                ("lbfast_xdp_frontend_syn_rate", "syn_rate", "SYNs per second to the frontend.")):
+            family(name, "gauge", help_text, [
+                (_labels(lb=lb.name, frontend=f.name, listen=f"{lb.vip}:{f.port}"),
+                 xdp["frontends"][f.id][key]) for lb, f in xdp_frontends])
+        flows = xdp["flow_state"]
+        tables = ("conntrack", "half_open")
+        family("lbfast_xdp_flow_entries", "gauge", "Entries in the XDP flow maps.",
+               [(_labels(table=t), flows[t]["entries"]) for t in tables])
+        family("lbfast_xdp_flow_capacity", "gauge", "Entries the online CPUs can hold.",
+               [(_labels(table=t), flows[t]["capacity"]) for t in tables])
+        family("lbfast_xdp_flow_evictions_total", "counter",
+               "Entries the LRU evicted (created, neither deleted nor present).",
+               [(_labels(table=t), flows[t]["evicted"]) for t in tables])
+        family("lbfast_xdp_flow_events_total", "counter",
+               "The XDP program's flow-state events (bpf/consts.h EVENT_*).",
+               [(_labels(event=k), v) for k, v in flows["events"].items()])
     family("lbfast_load_balancers", "gauge", "Load balancers in the running config.", [("", len(config.lbs))])
     family("lbfast_reloads_total", "counter", "Config reloads applied (SIGHUP, lbfast reload).",
            [("", getattr(daemon, "reloads", 0))])

@@ -9,7 +9,16 @@ from lbfast.xdp import syscall
 
 def possible_cpus() -> int:
     """Per-CPU maps hold one value per *possible* CPU (not online)."""
-    text = open("/sys/devices/system/cpu/possible").read().strip()
+    return _cpu_count("possible")
+
+
+def online_cpus() -> int:
+    """CPUs that run packets now: each holds its share of a per-CPU LRU."""
+    return _cpu_count("online")
+
+
+def _cpu_count(which: str) -> int:
+    text = open(f"/sys/devices/system/cpu/{which}").read().strip()
     count = 0
     for part in text.split(","):
         lo, _, hi = part.partition("-")
@@ -100,6 +109,25 @@ class BpfMap:
                        self.value_type.from_buffer_copy(values, i * vsize))
             if done:
                 return
+            in_batch, out_batch = out_batch, self.key_type()
+
+    def count(self, batch: int = 4096) -> int:
+        """How many entries the map holds (a hash map's occupancy): batched lookups,
+        no Python object per entry."""
+        keys = (self.key_type * batch)()
+        values = (self.value_type * batch)()
+        in_batch, out_batch, total = None, self.key_type(), 0
+        while True:
+            try:
+                n, done = syscall.lookup_batch(self.fd, keys, values, batch, in_batch,
+                                               out_batch)
+            except OSError:
+                if in_batch is not None:
+                    raise
+                return sum(1 for _ in self.keys())
+            total += n
+            if done:
+                return total
             in_batch, out_batch = out_batch, self.key_type()
 
     def _items_one_by_one(self) -> Iterator[tuple]:

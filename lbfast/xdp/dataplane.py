@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 
 from lbfast.enums import XdpMode
 from lbfast.spec import FrontendSpec
-from lbfast.xdp import loader, records, stats, sysctls
-from lbfast.xdp.bpfmap import possible_cpus
+from lbfast.xdp import conntrack, loader, records, sizing, stats, sysctls
+from lbfast.xdp.bpfmap import online_cpus, possible_cpus
 from lbfast.xdp.consts import Constants
 from lbfast.xdp.neighbours import NeighbourWatcher
 from lbfast.xdp.probe import probe
@@ -35,10 +35,15 @@ DEFAULT_PIN_DIR = "/sys/fs/bpf/lbfast"
 class XdpDataplane:
     def __init__(self, interfaces: list[str], xdp_mode: XdpMode = XdpMode.NATIVE,
                  snat_addresses: list[str] | None = None, pin_dir: str = DEFAULT_PIN_DIR,
-                 *, constants: dict[str, int] | None = None,
+                 *, conntrack_entries: int | None = None, syn_flood_protection: bool = True,
+                 syn_flood_threshold: int = 20000, constants: dict[str, int] | None = None,
                  build_flags: Sequence[str] = (),
                  on_failure: Callable[[str], None] | None = None) -> None:
-        """`constants` overrides bpf/consts.h values for this build (tests use small
+        """`conntrack_entries`: IPv4 conntrack entries the online CPUs hold together
+        (None: from the host's memory, sizing.py). `syn_flood_protection`: new TCP
+        flows wait in the half-open maps for their handshake. `syn_flood_threshold`:
+        SYNs per second to one frontend above which it is in flood mode.
+        `constants` overrides bpf/consts.h values for this build (tests use small
         maps); `build_flags` selects a build variant (the bench's). With no interfaces
         the program is loaded but attached nowhere. `on_failure(reason)` is called (from
         another thread) when a part of the dataplane stops working for good; by default
@@ -56,8 +61,12 @@ class XdpDataplane:
         try:
             for ifname in self.interfaces:             # fail before the long compile
                 loader.check_attachable(self._rtnl, ifname)
-            self.consts = Constants({"PIN_DIR": pin_dir, "NR_CPUS_POSSIBLE": possible_cpus(),
-                                     **(constants or {})})
+            self.consts = Constants({
+                "PIN_DIR": pin_dir, "NR_CPUS_POSSIBLE": possible_cpus(),
+                **sizing.flow_map_sizes(conntrack_entries),
+                "SYN_PROTECTION": int(syn_flood_protection),
+                "SYN_FLOOD_PER_CPU": max(1, syn_flood_threshold // online_cpus()),
+                **(constants or {})})
             sysctls.enable_forwarding(self.interfaces)
             sysctls.reserve_ports(int(self.consts["SNAT_PORT_MIN"]),
                                   int(self.consts["SNAT_PORT_MAX"]))
@@ -109,8 +118,11 @@ class XdpDataplane:
     # ------------------------------------------------------------------ counters
     def stats(self) -> dict:
         """{"frontends": {id: traffic}, "servers": {backend id: {server key: traffic}},
-        "reasons"/"drops"/"passes": {name: count}}; traffic is packets and bytes in
-        (client -> server) and out, new_connections and active_connections."""
+        "reasons"/"drops"/"passes": {name: count}, "flow_state": ...}; traffic is
+        packets and bytes in (client -> server) and out, new_connections and
+        active_connections, and for frontends syn_rate, syn_flood and flood_syns;
+        flow_state is conntrack and half-open occupancy, capacity and evictions, and
+        the program's flow-state events (stats.flow_state)."""
         with self._lock:
             self._check_open()
             return stats.read(self._sync)
@@ -121,6 +133,12 @@ class XdpDataplane:
         with self._lock:
             self._check_open()
             stats.recount_active(self._sync)
+
+    def sweep_half_open(self) -> int:
+        """Delete expired half-open entries (conntrack.sweep_half_open); how many."""
+        with self._lock:
+            self._check_open()
+            return conntrack.sweep_half_open(self.maps, self.consts)
 
     # ------------------------------------------------------------------ lifecycle
     @property

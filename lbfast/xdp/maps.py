@@ -48,6 +48,10 @@ MAPS: tuple[MapSpec, ...] = (
             BPF_F_NO_COMMON_LRU),
     MapSpec("conntrack6", "lru_hash", _fixed(st.FlowKey), _fixed(st.FlowNat),
             "CONNTRACK6_SIZE", BPF_F_NO_COMMON_LRU),
+    MapSpec("halfopen", "lru_hash", _fixed(st.FlowKey4), _fixed(st.FlowNat), "HALFOPEN_SIZE",
+            BPF_F_NO_COMMON_LRU),
+    MapSpec("halfopen6", "lru_hash", _fixed(st.FlowKey), _fixed(st.FlowNat), "HALFOPEN6_SIZE",
+            BPF_F_NO_COMMON_LRU),
     MapSpec("sticky", "lru_hash", _fixed(st.StickyKey), _fixed(st.Sticky), "STICKY_SIZE"),
     MapSpec("throttle", "lru_hash", _fixed(st.ThrottleKey), _fixed(st.ThrottleBucket),
             "THROTTLE_SIZE"),
@@ -58,6 +62,8 @@ MAPS: tuple[MapSpec, ...] = (
     MapSpec("server_traffic", "percpu_array", U32, _fixed(st.Traffic), "MAX_SERVERS"),
     MapSpec("active_conns", "array", U32, st.active_conns_type, 1),
     MapSpec("reasons", "percpu_array", U32, U64, "REASON_COUNT"),
+    MapSpec("ct_events", "percpu_array", U32, U64, "EVENT_COUNT"),
+    MapSpec("syn_rate", "percpu_array", U32, _fixed(st.SynWindow), "MAX_FRONTENDS"),
     # map name's digest -> layout digest of its key and value (loader.pin_mismatch)
     MapSpec("layouts", "hash", U64, U64, 64),
 )

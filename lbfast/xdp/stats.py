@@ -4,8 +4,9 @@ counts from conntrack (they miss flows the LRU evicted or that idled out unseen)
 import ctypes as ct
 
 from lbfast.xdp import clock, conntrack
+from lbfast.xdp.bpfmap import online_cpus, possible_cpus
 from lbfast.xdp import structs as st
-from lbfast.xdp.reasons import REASONS
+from lbfast.xdp.reasons import EVENTS, REASONS
 from lbfast.xdp.sync import MapSync, server_key_text
 
 
@@ -21,16 +22,56 @@ def _open(halves: int, per_flow: int) -> int:
     return max(0, -(-int(halves) // per_flow))
 
 
+def _syn_rate(sync: MapSync, slot: int) -> dict:
+    """A frontend's SYNs per second (the last whole second, all CPUs), whether any CPU
+    is in flood mode for it now (bpf/flood.h), and its SYNs counted in flood mode."""
+    hz, per_cpu = int(sync.consts["JIFFIES_PER_S"]), int(sync.consts["SYN_FLOOD_PER_CPU"])
+    now = clock.jiffies32()
+    rate, flood, flood_syns = 0, 0, 0
+    for w in sync.maps["syn_rate"].get_percpu(ct.c_uint32(slot)):
+        flood_syns += w.flood_syns
+        age = ((now - w.second * hz) & 0xFFFFFFFF) // hz     # whole seconds since its window
+        last = w.syns if age == 1 else w.last_syns if age == 0 else 0
+        rate += last
+        if (age == 0 and max(w.syns, w.last_syns) > per_cpu) or (age == 1 and w.syns > per_cpu):
+            flood = 1
+    return {"syn_rate": rate, "syn_flood": flood, "flood_syns": flood_syns}
+
+
+def flow_state(sync: MapSync) -> dict:
+    """Occupancy of conntrack and the half-open maps against their capacity (what the
+    CPUs can hold: each CPU's LRU has max_entries / possible CPUs, and only the online
+    ones take packets), the program's flow-state events (bpf/consts.h EVENT_*), and the
+    evictions those imply: entries created but neither deleted nor present any more."""
+    maps, c = sync.maps, sync.consts
+    possible, online = possible_cpus(), online_cpus()
+    events = {name: sum(v.value for v in maps["ct_events"].get_percpu(ct.c_uint32(code)))
+              for code, name in EVENTS.items()}
+    out: dict = {"events": events}
+    for label, names, sizes, made, gone in (
+            ("conntrack", conntrack.MAPS, ("CONNTRACK_SIZE", "CONNTRACK6_SIZE"),
+             "ct_inserted", "ct_deleted"),
+            ("half_open", conntrack.HALF_OPEN_MAPS, ("HALFOPEN_SIZE", "HALFOPEN6_SIZE"),
+             "halfopen_inserted", "halfopen_deleted")):
+        entries = sum(maps[n].count() for n in names)
+        capacity = sum(int(c[s]) // possible * online for s in sizes)
+        out[label] = {"entries": entries, "capacity": capacity,
+                      "evicted": max(0, events[made] - events[gone] - entries)}
+    return out
+
+
 def read(sync: MapSync) -> dict:
     """Per frontend id and per backend id / server key: packets and bytes both ways
-    ("in" is client -> server), new and open connections; the program's counters by
-    reason (bpf/consts.h), also split into drops and passes."""
+    ("in" is client -> server), new and open connections, SYN rate and flood mode; the
+    program's counters by reason (bpf/consts.h), also split into drops and passes; and
+    the flow state (flow_state)."""
     maps, per_flow = sync.maps, int(sync.consts["ACTIVE_PER_FLOW"])
     active = maps["active_conns"].get(ct.c_uint32(0))
     out: dict = {"frontends": {}, "servers": {}, "reasons": {}}
     for key, slot in sync.fe_slot.items():
         entry = _traffic(maps["frontend_traffic"], slot)
         entry["active_connections"] = _open(active.frontends[slot] if active else 0, per_flow)
+        entry.update(_syn_rate(sync, slot))
         out["frontends"][sync.fe_value[key].id] = entry
     for key, slot in sync.srv_slot.items():
         entry = _traffic(maps["server_traffic"], slot)
@@ -40,6 +81,7 @@ def read(sync: MapSync) -> dict:
         out["reasons"][name] = sum(v.value for v in maps["reasons"].get_percpu(ct.c_uint32(code)))
     out["drops"] = {k[5:]: v for k, v in out["reasons"].items() if k.startswith("drop_")}
     out["passes"] = {k[5:]: v for k, v in out["reasons"].items() if k.startswith("pass_")}
+    out["flow_state"] = flow_state(sync)
     return out
 
 

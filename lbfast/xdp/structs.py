@@ -93,6 +93,11 @@ class NeighKey(ct.Structure):
                 ("pad", ct.c_uint8 * 3)]
 
 
+class SynWindow(ct.Structure):
+    _fields_ = [("second", ct.c_uint64), ("syns", ct.c_uint64), ("last_syns", ct.c_uint64),
+                ("flood_syns", ct.c_uint64)]
+
+
 class Traffic(ct.Structure):
     _fields_ = [("packets_in", ct.c_uint64), ("bytes_in", ct.c_uint64),
                 ("packets_out", ct.c_uint64), ("bytes_out", ct.c_uint64),
@@ -145,7 +150,7 @@ def c_structs(consts: Constants = DEFAULTS) -> dict[str, type[ct.Structure | ct.
         "frontend": Frontend, "backend": Backend, "selector": selector_type(consts),
         "server": server_type(consts), "sticky_key": StickyKey, "sticky": Sticky,
         "throttle_key": ThrottleKey, "throttle_bucket": ThrottleBucket, "neigh_key": NeighKey,
-        "active_conns": active_conns_type(consts), "traffic": Traffic,
+        "active_conns": active_conns_type(consts), "traffic": Traffic, "syn_window": SynWindow,
     }
 
 
