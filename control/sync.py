@@ -23,7 +23,8 @@ def backend_spec(b: Backend) -> BackendSpec:
         stickiness=b.stickiness, sticky_cookie_name=b.sticky_cookie_name,
         sticky_timeout_ms=b.sticky_timeout_ms, proxy_protocol=b.proxy_protocol,
         timeout_server_ms=b.timeout_server_ms, timeout_connect_ms=b.timeout_connect_ms,
-        timeout_tunnel_ms=b.timeout_tunnel_ms, on_marked_down=b.on_marked_down_action,
+        timeout_tunnel_ms=b.timeout_tunnel_ms, udp_session_timeout_ms=b.udp_session_timeout_ms,
+        on_marked_down=b.on_marked_down_action,
         retries=b.retries, health_check=health_spec(b.health_check), servers=servers)
 
 

@@ -1,4 +1,4 @@
-"""Listening sockets for frontends, shared by the userspace L4 proxy and the L7 workers."""
+"""Listening sockets for frontends, shared by the userspace L4 and UDP proxies and the L7 workers."""
 import errno
 import logging
 import socket
@@ -9,11 +9,28 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 
 def listening_socket(address: str, port: int, backlog: int = 4096, reuseport: bool = False) -> socket.socket:
-    """A non-blocking listener on VIP:port. A VIP that is not (yet) on this host, as on a
-    VRRP backup, is bound with IP_FREEBIND so the frontend is ready when the address
-    arrives. `reuseport`: one listener per L7 worker, the kernel spreads connections."""
+    """A non-blocking listener on VIP:port. `reuseport`: one listener per L7 worker, the
+    kernel spreads connections."""
+    sock = _bound(address, port, socket.SOCK_STREAM, reuseport)
+    try:
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def datagram_socket(address: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to VIP:port: what a UDP frontend receives on and
+    answers its clients from."""
+    return _bound(address, port, socket.SOCK_DGRAM)
+
+
+def _bound(address: str, port: int, kind: int, reuseport: bool = False) -> socket.socket:
+    """A VIP that is not (yet) on this host, as on a VRRP backup, is bound with IP_FREEBIND
+    so the frontend is ready when the address arrives."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuseport:
@@ -29,7 +46,6 @@ def listening_socket(address: str, port: int, backlog: int = 4096, reuseport: bo
                      address, address, port)
             sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
             sock.bind((address, port))
-        sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()
