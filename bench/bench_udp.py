@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=32, help="client sockets (one session each)")
     ap.add_argument("--window", type=int, default=4, help="datagrams in flight per socket")
     args = ap.parse_args(argv)
-    udp, http = free_udp_port(SERVERS[0]), None
-    with socket.socket() as s:
+    udp = free_udp_port(SERVERS[0])
+    with socket.socket() as s:      # the servers' HTTP port: a TCP listener marks each one up
         s.bind((SERVERS[0], 0))
         http = s.getsockname()[1]
     procs = []
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             for i, addr in enumerate(SERVERS):
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "control.testbed_servers", "--name", f"s{i}", "--bind", addr,
-                     "--udp-echo", str(udp), "--http", str(http), "--parent-pid", str(os.getpid())], cwd=ROOT))
+                     "--udp-echo", str(udp), "--http", str(http), "--parent-pid", str(os.getpid())],
+                    cwd=ROOT))
             port = free_udp_port(VIP)
             conf, sock = Path(tmp) / "lbfast.json", os.path.join(tmp, "lbfast.sock")
             conf.write_bytes(orjson.dumps({

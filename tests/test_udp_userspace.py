@@ -10,6 +10,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from control import config as configfile
@@ -94,6 +95,12 @@ def run(tmp_path, servers):
         d.close()
 
 
+def http_check(servers: UdpEchoServers) -> dict:
+    """Checks every 200 ms on the servers' HTTP port: one failure marks DOWN."""
+    return {"type": "http", "http_uri": "/health", "port": servers.http, "interval_ms": 200,
+            "timeout_ms": 150, "attempts": 1, "rise": 1}
+
+
 def client(source: str = "127.0.0.1") -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((source, 0))
@@ -114,6 +121,11 @@ def roundtrip(s: socket.socket, d: Daemon, payload: bytes = b"ping") -> str:
 def frontend_stats(d: Daemon) -> dict:
     (row,) = d.stats()["frontends"]
     return row
+
+
+def health(d: Daemon) -> dict:
+    by_address = {s["key"].partition(":")[0]: s.get("health") for s in d.status()["frontends"][0]["servers"]}
+    return {name: by_address[address] for name, address in SERVERS.items()}
 
 
 def server_totals(d: Daemon) -> dict:
@@ -183,14 +195,8 @@ def test_table_stickiness_pins_a_client_address_across_sessions(run):
 
 
 def test_a_down_server_gets_no_new_sessions(run, servers):
-    check = {"type": "http", "http_uri": "/health", "port": servers.http, "interval_ms": 200,
-             "timeout_ms": 150, "attempts": 1, "rise": 1}
-    d = run({"health_check": check})
-
-    def health() -> dict:
-        by_address = {s["key"].partition(":")[0]: s.get("health") for s in d.status()["frontends"][0]["servers"]}
-        return {name: by_address[address] for name, address in SERVERS.items()}
-    wait_for(lambda: health() == {"a": "UP", "b": "UP"}, what="both servers up")
+    d = run({"health_check": http_check(servers)})
+    wait_for(lambda: health(d) == {"a": "UP", "b": "UP"}, what="both servers up")
     on_b = None
     while on_b is None:                     # roundrobin: one of two clients lands on b
         c = client()
@@ -200,7 +206,7 @@ def test_a_down_server_gets_no_new_sessions(run, servers):
             c.close()
     servers.health("b", "down")
     try:
-        wait_for(lambda: health()["b"] == "DOWN", timeout=5, what="b down")
+        wait_for(lambda: health(d)["b"] == "DOWN", timeout=5, what="b down")
         before = server_totals(d)
         fresh = [client() for _ in range(8)]
         assert {roundtrip(c, d) for c in fresh} == {"a"}
@@ -276,3 +282,58 @@ def test_a_frontend_no_data_plane_claims_fails_the_apply(tmp_path):
     with pytest.raises(configfile.ConfigError) as err:
         daemon._check_claimed([served, orphan])
     assert err.value.problems == [("frontend 'orphan' (lb 3, udp port 53)", "no data plane serves it")]
+
+
+def test_a_reload_keeps_the_socket_and_its_sessions(run):
+    d = run()
+    c = client()
+    before = roundtrip(c, d)
+    cfg = orjson.loads(d.path.read_bytes())
+    cfg["lbs"][0]["backends"][0]["udp_session_timeout_ms"] = 20_000     # the backend changes
+    d.write(cfg)
+    d.reload()
+    assert [roundtrip(c, d, b"after") for _ in range(3)] == [before] * 3
+    assert frontend_stats(d)["total"] == 1
+    c.close()
+
+
+def test_shutdown_sessions_moves_a_down_servers_clients_on(run, servers):
+    d = run({"health_check": http_check(servers), "on_marked_down_action": "shutdown_sessions",
+             "algorithm": "first"})
+    wait_for(lambda: health(d) == {"a": "UP", "b": "UP"}, what="both servers up")
+    c = client()
+    assert roundtrip(c, d) == "a"
+    servers.health("a", "down")
+    try:
+        wait_for(lambda: frontend_stats(d)["active"] == 0, timeout=5, what="a's session shut down")
+        assert roundtrip(c, d) == "b"       # the same client address:port, a new session
+    finally:
+        servers.health("a", "up")
+    c.close()
+
+
+def test_a_closed_server_port_ends_the_session_and_counts_a_failure(tmp_path, servers):
+    """ICMP port unreachable comes back on the session's connected socket: the session ends,
+    the server's failure is counted and the client's next datagram goes elsewhere."""
+    closed = "127.0.0.25"                   # nothing listens there
+    port = free_udp_port(VIP)
+    d = Daemon(tmp_path, {"dataplane": {"mode": "userspace"}, "lbs": [{"name": "u", "vip": VIP,
+               "backends": [{"name": "pool", "protocol": "udp", "forward_port": servers.udp,
+                             "servers": [{"address": closed}, {"address": SERVERS["a"]}]}],
+               "frontends": [{"name": "f", "port": port, "backend": "pool"}]}]})
+    d.port = port
+    try:
+        c = client()
+        c.settimeout(0.5)
+        answers = []
+        for _ in range(3):                  # the first datagram goes to the closed port, unanswered
+            try:
+                answers.append(roundtrip(c, d))
+            except TimeoutError:
+                pass
+        assert answers and set(answers) == {"a"}
+        failed = {s["key"].partition(":")[0]: s["failed"] for s in d.stats()["backends"]["1"]}
+        assert failed == {closed: 1, SERVERS["a"]: 0}
+        c.close()
+    finally:
+        d.close()
