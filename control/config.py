@@ -289,6 +289,10 @@ def cross_check(config: Config) -> Iterator[tuple[str, str]]:
             proto = frontend_protocol(lb, f)
             if proto == Protocol.HTTPS and not f.certificates:
                 yield f"{fat}.certificates", "protocol https needs at least one certificate"
+            backend = backends.get(f.backend)
+            if (proto == Protocol.UDP and backend and backend.proxy_protocol != "none"
+                    and backend.protocol != Protocol.UDP):     # else the backend's own check says it
+                yield f"{fat}.protocol", f"udp cannot carry the PROXY protocol of backend {f.backend!r}"
             key = (lb.vip, f.port, "udp" if proto == Protocol.UDP else "tcp")
             if key in listeners:
                 yield f"{fat}.port", f"{key[2]} port {f.port} on {lb.vip} is already used by {listeners[key]}"

@@ -26,6 +26,7 @@ from lbfast.admission import raise_open_files_limit
 from lbfast.enums import DataplaneMode, Health, OnMarkedDown, Protocol, ProxyProtocol
 from lbfast.l4proxy import L4Proxy
 from lbfast.l7 import L7Dataplane
+from lbfast.udp_proxy import UdpProxy
 
 log = logging.getLogger("lbfast.daemon")
 
@@ -48,6 +49,7 @@ class Daemon:
         self.pidfile = pidfile or runtime.default_pidfile()
         self.config = None
         self.l4 = L4Proxy()
+        self.udp = UdpProxy()                # UDP frontends when XDP does not forward them
         self.l7 = L7Dataplane()              # workers start with the first http/https frontend
         self.lock = asyncio.Lock()           # one writer: SIGHUP, API and CLI changes queue here
         self.stopping = asyncio.Event()
@@ -69,6 +71,7 @@ class Daemon:
         self.view = StatusView(self)         # /status, /status.json and `lbfast top`
         self.l4.passive.on_failure = self.l7.on_passive_failure = self._passive_failure
         self.l4.passive.on_ok = self.l7.on_passive_ok = self._passive_ok
+        self.udp.on_connect_failure = self._passive_failure
 
     # -- apply and reload ---------------------------------------------------------
     def _partition(self, specs: list) -> tuple[list, list]:
@@ -78,15 +81,29 @@ class Daemon:
         in_kernel = [f for f in specs if xdp_handles(f)]
         return in_kernel, [f for f in specs if not xdp_handles(f)]
 
+    def _check_claimed(self, specs: list) -> None:
+        """Each userspace frontend needs exactly one plane: one that none claims fails the apply."""
+        problems = []
+        for f in specs:
+            claims = sum(plane.handles(f) for plane in (self.l4, self.udp, self.l7))
+            if claims != 1:
+                why = "no data plane serves it" if not claims else f"{claims} data planes claim it"
+                problems.append((f"frontend {f.name!r} (lb {f.lb_id}, {f.protocol} port {f.port})", why))
+        if problems:
+            raise configfile.ConfigError(problems)
+
     async def apply(self, config) -> None:
         """Hand the config to every data plane; raises if a data plane refuses it
         (the data planes apply nothing in that case)."""
         in_kernel, specs = self._partition(frontend_specs(config))
+        self._check_claimed(specs)
         old_kernel, old_specs = self.xdp_frontends, self.user_frontends
         if self.xdp is not None:
             await self.in_xdp_thread(self.xdp.apply, in_kernel)   # refuses bad input before it writes a map
             self.xdp_frontends = in_kernel
         try:
+            self.udp.sessions_max = config.dataplane.udp_sessions_max
+            await self.udp.apply(specs)         # UDP sockets: no listener moves to or from it
             to_l4 = {f.listen_key for f in specs if self.l4.handles(f)}
             held = list(self.l7.frontends.values())
             if any(f.listen_key in to_l4 for f in held):   # a listener moves from L7 to L4: free it first
@@ -105,6 +122,7 @@ class Daemon:
                 await self.l4.apply(old_specs)      # L7 refused: L4 goes back to the running config
                 raise
         except BaseException:
+            await self.udp.apply(old_specs)     # a no-op when it was the one that refused
             if self.xdp is not None:
                 await self.in_xdp_thread(self.xdp.apply, old_kernel)
                 self.xdp_frontends = old_kernel
@@ -119,7 +137,7 @@ class Daemon:
 
     # -- health -------------------------------------------------------------------------
     def _set_health(self, backend_id: int, server_key: str, up: bool) -> None:
-        for dp in (self.l4, self.l7, self.xdp):
+        for dp in (self.l4, self.udp, self.l7, self.xdp):
             if dp is not None:
                 dp.set_server_health(backend_id, server_key, up)
 
@@ -130,10 +148,11 @@ class Daemon:
         backend = self.backends.get(backend_id)
         if not up and backend is not None and backend.on_marked_down == OnMarkedDown.SHUTDOWN_SESSIONS:
             n = self.l4.close_server_sessions(backend_id, server_key)
+            n += self.udp.close_server_sessions(backend_id, server_key)
             self.l7.close_server_sessions(backend_id, server_key)
             if self.xdp is not None:
                 n += self.xdp.purge_server(backend_id, server_key)
-            log.warning("%s is down: shut down its sessions (%d L4 flows)", server_key, n,
+            log.warning("%s is down: shut down its sessions (%d L4 flows and UDP sessions)", server_key, n,
                         extra={"backend": backend_id, "server": server_key})
 
     def _passive_failure(self, backend_id: int, server_key: str, reason: str) -> None:
@@ -363,6 +382,7 @@ class Daemon:
             ctl.close()
             await self.l4.drain(self.grace_s)
             await self.l4.close()
+            await self.udp.close()
             access_log.close_all()
             await self.l7.close()
             await self.health.close()
@@ -453,9 +473,9 @@ class Daemon:
 
     def dataplane_stats(self) -> dict:
         """Counters of every data plane, merged: frontends, and servers per backend id."""
-        l4, l7 = self.l4.stats(), self.l7.stats()
-        out = {"frontends": l4["frontends"] + l7["frontends"],
-               "backends": {**l4["backends"], **l7["backends"]}, "l7": l7}
+        l4, udp, l7 = self.l4.stats(), self.udp.stats(), self.l7.stats()
+        out = {"frontends": l4["frontends"] + udp["frontends"] + l7["frontends"],
+               "backends": {**l4["backends"], **udp["backends"], **l7["backends"]}, "l7": l7}
         if self.xdp is not None:
             x = self.xdp_stats()
             out["frontends"] += x["frontends"]
@@ -464,8 +484,8 @@ class Daemon:
         return out
 
     def status(self) -> dict:
-        frontends = [state.spec.status_row(self.l4.name, state.active, state.pool.stats())
-                     for state in self.l4.frontends.values()]
+        frontends = [state.spec.status_row(plane.name, state.active, state.pool.stats())
+                     for plane in (self.l4, self.udp) for state in plane.frontends.values()]
         frontends += self.l7.frontend_status()
         if self.xdp is not None:
             x = self.xdp_stats()

@@ -107,6 +107,7 @@ class Backend(Identified):
     timeout_server_ms: Millis = 300_000
     timeout_connect_ms: Millis = 5_000
     timeout_tunnel_ms: Millis = 900_000
+    udp_session_timeout_ms: Millis = 30_000   # UDP: a client's session ends after this long idle
     on_marked_down_action: OnMarkedDown = OnMarkedDown.NONE
     retries: int_range(0, 10) = 3
     max_connections: int_range(0, 2**31 - 1) = 0   # open client connections per frontend, 0: no cap
@@ -176,6 +177,7 @@ class DataplaneSection(Strict):
     xdp_mode: XdpMode = XdpMode.NATIVE
     snat_addresses: list[UnscopedIpAddress] = Field(default_factory=list)
     workers: int_range(0, 256) = 0            # L7 worker processes, 0: one per CPU
+    udp_sessions_max: int_range(1, 1_000_000) = 10_000   # userspace UDP: one descriptor per session
     pin_dir: BpffsDir = "/sys/fs/bpf/lbfast"  # pinned XDP maps: flows survive restarts
     # signs sticky cookies; made at first start and kept in the file, so a restart or the HA
     # peer sharing this file keeps every cookie pointing at the same server

@@ -26,8 +26,8 @@ def backend_spec(b: Backend) -> BackendSpec:
         cookie_max_age_s=-(-b.sticky_timeout_ms // 1000) if b.sticky_timeout_ms else None,
         proxy_protocol=b.proxy_protocol,
         timeout_server_ms=b.timeout_server_ms, timeout_connect_ms=b.timeout_connect_ms,
-        timeout_tunnel_ms=b.timeout_tunnel_ms, on_marked_down=b.on_marked_down_action,
-        retries=b.retries, max_connections=b.max_connections,
+        timeout_tunnel_ms=b.timeout_tunnel_ms, udp_session_timeout_ms=b.udp_session_timeout_ms,
+        on_marked_down=b.on_marked_down_action, retries=b.retries, max_connections=b.max_connections,
         timeout_queue_ms=b.timeout_queue_ms or b.timeout_connect_ms,
         health_check=health_spec(b.health_check), servers=servers)
 

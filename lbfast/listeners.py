@@ -1,4 +1,4 @@
-"""Listening sockets for frontends, shared by the userspace L4 proxy and the L7 workers."""
+"""Listening sockets for frontends, shared by the userspace L4 and UDP proxies and the L7 workers."""
 import errno
 import logging
 import socket
@@ -29,12 +29,29 @@ def bind_error(e: OSError, name: str, address: str, port: int) -> ListenError:
 
 def listening_socket(address: str, port: int, backlog: int = 4096, reuseport: bool = False,
                      name: str = "") -> socket.socket:
-    """A non-blocking listener on VIP:port for frontend `name`. A VIP that is not (yet) on
-    this host, as on a VRRP backup, is bound with IP_FREEBIND so the frontend is ready when
-    the address arrives. `reuseport`: one listener per L7 worker, the kernel spreads
-    connections. A bind error names the frontend and the address (ListenError)."""
+    """A non-blocking listener on VIP:port for frontend `name`. `reuseport`: one listener
+    per L7 worker, the kernel spreads connections. A bind error names the frontend and the
+    address (ListenError)."""
+    sock = _bound(address, port, socket.SOCK_STREAM, name, reuseport)
+    try:
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def datagram_socket(address: str, port: int, name: str = "") -> socket.socket:
+    """A non-blocking UDP socket bound to VIP:port: what a UDP frontend receives on and
+    answers its clients from."""
+    return _bound(address, port, socket.SOCK_DGRAM, name)
+
+
+def _bound(address: str, port: int, kind: int, name: str, reuseport: bool = False) -> socket.socket:
+    """A VIP that is not (yet) on this host, as on a VRRP backup, is bound with IP_FREEBIND
+    so the frontend is ready when the address arrives."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuseport:
@@ -53,7 +70,6 @@ def listening_socket(address: str, port: int, backlog: int = 4096, reuseport: bo
                 sock.bind((address, port))
         except OSError as e:
             raise bind_error(e, name, address, port) from None
-        sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()

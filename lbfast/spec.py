@@ -68,6 +68,7 @@ class BackendSpec:
     timeout_server_ms: int = 300_000
     timeout_connect_ms: int = 5_000
     timeout_tunnel_ms: int = 900_000
+    udp_session_timeout_ms: int = 30_000   # a UDP client's session ends after this long idle
     on_marked_down: OnMarkedDown = OnMarkedDown.NONE
     cipher_suite: CipherSuite = CipherSuite.RECOMMENDED
     retries: int = 3

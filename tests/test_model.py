@@ -50,6 +50,7 @@ CASES = [
     (BACKEND, "timeout_server_ms", [1, 86_400_000], [0, 86_400_001], "1..86400000"),
     (BACKEND, "timeout_connect_ms", [1, 5000], [0], "1..86400000"),
     (BACKEND, "timeout_tunnel_ms", [1, 3_600_000], [-5], "1..86400000"),
+    (BACKEND, "udp_session_timeout_ms", [1, 86_400_000], [0], "1..86400000"),
     (FRONTEND, "port", [1, 65535], [0, 65536], "1..65535"),
     (FRONTEND, "timeout_client_ms", [1, 30000], [0], "1..86400000"),
     (FRONTEND, "cipher_suite", [c.value for c in CipherSuite], ["modern"], "recommended"),
