@@ -150,6 +150,9 @@ class ArpProbe(NsThread):
         return out
 
 
+PROBE = "198.51.100.254"     # TEST-NET-2: never a VIP; shows a monitor is subscribed
+
+
 class AddressWatch:
     """`ip -ts monitor address` in each LB namespace: every time `vip` is added to or
     deleted from one of them, with the kernel event's timestamp."""
@@ -166,10 +169,21 @@ class AddressWatch:
             t = threading.Thread(target=self._read, args=(i, p), daemon=True)
             t.start()
             self.threads.append(t)
-        time.sleep(0.2)         # the monitors subscribe before anything happens
+        # A monitor that subscribed late would miss events and report no overlap: wait
+        # until each one has printed a probe address added after it started.
+        self.live = [threading.Event() for _ in hosts]
+        for i, h in enumerate(hosts):
+            h.run(["ip", "addr", "add", f"{PROBE}/32", "dev", "lo"])
+            ok = self.live[i].wait(5)
+            h.run(["ip", "addr", "del", f"{PROBE}/32", "dev", "lo"])
+            if not ok:
+                raise RuntimeError(f"`ip monitor address` on {h.name} never reported the probe address")
 
     def _read(self, i: int, proc) -> None:
         for line in monitor_lines(proc):
+            if f" {PROBE}/" in line:
+                self.live[i].set()
+                continue
             if not line.startswith("[") or f" {self.vip}/" not in line:
                 continue
             stamp, _, rest = line[1:].partition("] ")
@@ -223,14 +237,22 @@ class RouteWatch:
         self.prefix = prefix
         self.events: list[tuple[float, str]] = []
         self.proc = host.popen(["ip", "-ts", "-oneline", "monitor", "route"], stdout=subprocess.PIPE, text=True)
+        self.live = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
-        time.sleep(0.2)
+        host.run(["ip", "route", "add", f"{PROBE}/32", "dev", "lo"])    # subscribed once it shows
+        ok = self.live.wait(5)
+        host.run(["ip", "route", "del", f"{PROBE}/32", "dev", "lo"])
+        if not ok:
+            raise RuntimeError(f"`ip monitor route` on {host.name} never reported the probe route")
 
     def _read(self) -> None:
         for line in monitor_lines(self.proc):
             stamp, _, text = line[1:].partition("] ")
             words = text.replace("\\", " ").split()
+            if PROBE in text:
+                self.live.set()
+                continue
             if self.prefix in words[:2]:        # "PREFIX ..." or "Deleted PREFIX ..."
                 self.events.append((datetime.fromisoformat(stamp).timestamp(), " ".join(words)))
 

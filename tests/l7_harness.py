@@ -105,7 +105,14 @@ class L7Runner:
 
     def set_health(self, backend_id: int, key: str, up: bool) -> None:
         self.lt.call(self.dp.set_server_health, backend_id, key, up)
-        time.sleep(0.1)
+        self.sync()
+
+    def sync(self) -> None:
+        """Returns once every worker has handled all it was sent before: a worker obeys its
+        commands in order, so its answer to a stats request comes after them."""
+        async def ask_every_worker():
+            await asyncio.gather(*(w.call({"cmd": "stats"}, timeout=5) for w in self.dp.workers))
+        self.lt.run(ask_every_worker())
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self.dp.workers]

@@ -140,13 +140,21 @@ def test_drain_keeps_existing_sessions_and_takes_no_new_ones(backends, run):
 
 def test_table_stickiness_pins_a_source_until_timeout(backends, run):
     d = run([http(backends, n) for n in "abc"], stickiness="table", sticky_timeout_ms=800)
+    pins = []
     for i in range(2, 8):
         src = f"127.0.4.{i}"
-        assert len({ask(VIP, d.port, source=src) for _ in range(15)}) == 1
-    first = ask(VIP, d.port, source="127.0.4.2")
-    time.sleep(1.0)      # entry expired: round robin decides again, and pins the new choice
+        answers = {ask(VIP, d.port, source=src) for _ in range(15)}
+        assert len(answers) == 1
+        pins += answers
+    # Six new clients, six round-robin decisions (pinned hits take none): two per server.
+    assert Counter(pins) == {"a": 2, "b": 2, "c": 2}
+    first = pins[0]
+    time.sleep(1.0)      # every entry expired
+    # A new client takes the round robin's next turn, which is where the cycle began
+    # (`first`); an expired 127.0.4.2 must then be decided again and land on the turn after.
+    assert ask(VIP, d.port, source="127.0.4.8") == first
     again = {ask(VIP, d.port, source="127.0.4.2") for _ in range(5)}
-    assert len(again) == 1 and first in "abc"
+    assert len(again) == 1 and again != {first}
 
 
 def test_connect_failover_when_a_server_is_down(backends, run):

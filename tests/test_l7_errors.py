@@ -6,6 +6,7 @@ import pytest
 from lbfast.enums import CheckType
 from lbfast.spec import HealthCheckSpec
 from tests.l7_harness import Backends, L7Runner, Recorder, backend, free_port, frontend, raw_exchange
+from tests.lbrun import wait_for
 
 PASSIVE = HealthCheckSpec(type=CheckType.HTTP, passive=True)
 
@@ -49,17 +50,22 @@ def test_passive_hook_on_5xx_and_failed_connect(runner):
     for _ in range(4):
         out = raw_exchange(port, b"GET /status/500 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 500")      # the dead server is skipped by retries
-    import time
-    time.sleep(0.2)
-    reasons = {(k, r.split(":")[0]) for _, k, r in runner.passive}
-    assert (b.key(0), "HTTP 500") in reasons
-    assert (f"127.0.0.1:{dead}", "connect failed") in reasons
+    wanted = {(b.key(0), "HTTP 500"), (f"127.0.0.1:{dead}", "connect failed")}
+    wait_for(lambda: wanted <= {(k, r.split(":")[0]) for _, k, r in runner.passive}, timeout=5,
+             what=f"passive reports {wanted}, got {runner.passive}")
 
 
 def test_no_passive_hook_without_check_passive(runner):
     b = Backends(1)
     port = free_port()
-    runner.apply(frontend(port, backend(b.servers)))
-    raw_exchange(port, b"GET /status/503 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    assert runner.passive == []
+    checked = free_port()
+    runner.apply(frontend(port, backend(b.servers)),
+                 frontend(checked, backend(b.servers, backend_id=2, health_check=PASSIVE), frontend_id=2))
+    out = raw_exchange(port, b"GET /status/503 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 503")
+    # The worker reports in order: once the report of a later 503 on the checked backend
+    # is in, any report of the unchecked one would be in too.
+    raw_exchange(checked, b"GET /status/503 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    wait_for(lambda: runner.passive, timeout=5, what="the checked backend's passive report")
+    assert [(bid, key) for bid, key, _ in runner.passive] == [(2, b.key(0))]
     b.close()

@@ -1,6 +1,7 @@
 """Keep-alive on both sides: one client connection carries many requests, the proxy reuses
 a few pooled server connections, and pipelined requests are answered in order."""
 import http.client
+import json
 import socket
 
 import pytest
@@ -42,10 +43,18 @@ def test_one_client_connection_many_requests_few_server_connections(setup):
 def test_pipelined_requests_answered_in_order(setup):
     r, b, port = setup
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"".join(b"GET /delay/%d HTTP/1.1\r\nHost: x\r\n\r\n" % d for d in (200, 0, 100)))
+        # Slow requests ahead of fast ones: each answer must still come back in request order
+        # (a /delay answer is a server name, a /headers answer echoes its request's X-Seq).
+        s.sendall(b"GET /delay/200 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /headers HTTP/1.1\r\nHost: x\r\nX-Seq: 1\r\n\r\n"
+                  b"GET /delay/100 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /headers HTTP/1.1\r\nHost: x\r\nX-Seq: 3\r\n\r\n")
         f = s.makefile("rb")
-        statuses = [read_response(f)[0] for _ in range(3)]
-    assert statuses == [200, 200, 200]
+        answers = [read_response(f) for _ in range(4)]
+    assert [status for status, _, _ in answers] == [200] * 4
+    bodies = [body for _, _, body in answers]
+    assert bodies[0] in (b"b0", b"b1") and bodies[2] in (b"b0", b"b1")
+    assert [json.loads(bodies[i])["x-seq"] for i in (1, 3)] == ["1", "3"]
 
 
 def test_http10_client_gets_close_or_keepalive(setup):

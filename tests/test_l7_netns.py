@@ -43,10 +43,10 @@ def test_proxy_v2_real_client_addresses(lb):
     r.apply(frontend(PORT, backend([(tb.backends[0].ip, 8080)], proxy_protocol=ProxyProtocol.V2),
                      address=tb.vip),
             frontend(PORT, backend([(tb.backends[1].ip6, 8080)], backend_id=2,
-                                   proxy_protocol=ProxyProtocol.V1), address=tb.vip6, frontend_id=2))
+                                   proxy_protocol=ProxyProtocol.V2), address=tb.vip6, frontend_id=2))
     v4 = json.loads(curl(tb, f"http://{tb.vip}:{PORT}/peer"))
     assert v4["proxy"]["version"] == 2
     assert v4["proxy"]["src"][0] == tb.client.ip and v4["proxy"]["dst"] == [tb.vip, PORT]
     v6 = json.loads(curl(tb, f"http://[{tb.vip6}]:{PORT}/peer"))
-    assert v6["name"] == "b1" and v6["proxy"]["version"] == 1
+    assert v6["name"] == "b1" and v6["proxy"]["version"] == 2
     assert v6["proxy"]["src"][0] == tb.client.ip6 and v6["proxy"]["dst"] == [tb.vip6, PORT]

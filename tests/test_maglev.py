@@ -1,12 +1,13 @@
 """Maglev: the Cython builder equals the pure-Python reference slot by slot, weights give
 proportional shares, and removing one of N servers moves about 1/N of the table."""
+import ipaddress
 from collections import Counter
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from lbfast import maglev
-from lbfast.hashing import fmix32, source_hash, source_slot
+from lbfast.hashing import fmix32, fnv1a64, permutation, source_hash, source_slot
 
 SMALL_PRIMES = [7, 13, 251, 1021, 4093]
 
@@ -70,10 +71,38 @@ def test_bad_input_is_refused():
         maglev.build_table(["a", "a"], [1, 1])
 
 
-def test_source_hash_vectors():
-    # Fixed vectors: the BPF program's hashing.h is checked against the same function.
+# Computed once from lbfast/hashing.py and written down: every LB host (and bpf/hashing.h)
+# must agree on these bits, so any change to the hash functions must break this test.
+SOURCE_HASH_VECTORS = {
+    "0.0.0.0": 0xD9AAF7D3,
+    "10.0.0.1": 0x7F2AFA06,
+    "10.0.0.2": 0xC0A1D8C9,
+    "192.0.2.255": 0xFA3F74F3,
+    "::1": 0xFAA1DA7A,
+    "2001:db8::7": 0xBF56CC74,
+}
+
+
+@pytest.mark.parametrize("ip, expected", SOURCE_HASH_VECTORS.items())
+def test_source_hash_vectors(ip, expected):
+    assert source_hash(ipaddress.ip_address(ip).packed) == expected
+
+
+def test_hash_building_blocks_vectors():
     assert fmix32(0) == 0
-    assert source_hash(bytes([10, 0, 0, 1])) == source_hash(bytes([10, 0, 0, 1]))
-    assert source_hash(bytes([10, 0, 0, 1])) != source_hash(bytes([10, 0, 0, 2]))
+    assert fmix32(1) == 0x514E28B7           # MurmurHash3's published fmix32(1)
+    assert fmix32(0xDEADBEEF) == 0x0DE5C6A9
+    assert fnv1a64(b"") == 0xCBF29CE484222325
+    assert fnv1a64(b"10.0.0.1:80") == 0x529F5A4B643FA605
+    assert permutation("10.0.0.1:80", 65537) == (21352, 6278)
+    assert permutation("10.0.0.2:80", 13) == (6, 10)
+
+
+def test_maglev_table_vector():
+    table = maglev.build_table(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], [1, 2, 1], 13)
+    assert list(table) == [1, 2, 0, 0, 1, 2, 1, 1, 1, 0, 1, 1, 2]
+
+
+def test_source_slots_spread():
     slots = Counter(source_slot(f"192.0.2.{i}", 7) for i in range(256))
     assert len(slots) == 7 and max(slots.values()) < 60
