@@ -421,7 +421,8 @@ class L4Proxy:
     async def drain(self, grace_s: float) -> None:
         """Graceful stop: no new connections; open sessions get `grace_s` to finish."""
         self.reserve.stop()
-        self._pause_accepting()
+        for state in self.frontends.values():   # the listeners too: their backlogs would still accept
+            self._stop_listening(state)
         deadline = asyncio.get_running_loop().time() + grace_s
         while self.sessions and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
