@@ -50,11 +50,17 @@ class Pool:
         """Take a new spec; servers that stay keep their counters and health."""
         self.spec = spec
         old = self.servers
+        before = [(k, s.spec.weight) for k, s in old.items()]
         self.servers = {}
         for s in spec.servers:
             state = old.get(s.key) or ServerState(s, self)
             state.spec = s
             self.servers[s.key] = state
+        if before != [(k, s.spec.weight) for k, s in self.servers.items()]:
+            # current weights earned under the old weights would make the first picks a
+            # run on one server (100 -> 3 leaves it ~100 in debt): start the sequence afresh
+            for state in self.servers.values():
+                state.current_weight = 0
         self._maglev_key = None
         if spec.stickiness != Stickiness.TABLE:
             self.sticky.clear()

@@ -362,11 +362,18 @@ class HttpSession(asyncio.Protocol):
         self.check_timer()
 
     # -- response pieces (from ServerConn) ----------------------------------------------
+    def to_client(self, data: bytes) -> None:
+        """Every byte written to the client is counted in bytes_out here or in
+        response_body: what crosses the connection at the HTTP level (heads, framing,
+        bodies, error pages), under TLS as in the clear."""
+        self.frontend.bytes_out += len(data)
+        self.transport.write(data)
+
     def response_head(self, ex: Exchange, head) -> None:
         status = head.status
         if status < 200 and status != 101:
             if ex.head.http_minor == 1:     # interim (100 Continue...): HTTP/1.0 clients get none
-                self.transport.write(head.serialize(True, True, False))
+                self.to_client(head.serialize(True, True, False))
             return
         if status == 101 and ex.head.upgrade is None:
             raise BadResponse("101 Switching Protocols to a request without Upgrade")
@@ -384,25 +391,29 @@ class HttpSession(asyncio.Protocol):
             ex.log.status = status
             ex.log.bytes_out += len(out)
         if status == 101:
-            self.transport.write(out)
+            self.to_client(out)
         else:
             ex.head_out = out       # one send for head and first body bytes
 
     def response_body(self, ex: Exchange, data) -> None:
         n = len(data)
-        self.frontend.bytes_out += n
         if ex.log is not None:
             ex.log.bytes_out += n
         head, ex.head_out = ex.head_out, None
         if ex.framing == FRAME_CHUNKED:
+            size = chunk_size_line(n)
             if head is None:
-                self.transport.writelines((chunk_size_line(n), data, b"\r\n"))
+                self.frontend.bytes_out += len(size) + n + 2
+                self.transport.writelines((size, data, b"\r\n"))
             else:
-                self.transport.writelines((head, chunk_size_line(n), data, b"\r\n"))
+                self.frontend.bytes_out += len(head) + len(size) + n + 2
+                self.transport.writelines((head, size, data, b"\r\n"))
         elif ex.framing != FRAME_NONE:
             if head is None:
+                self.frontend.bytes_out += n
                 self.transport.write(data)
             else:
+                self.frontend.bytes_out += len(head) + n
                 self.transport.writelines((head, data))
 
     def response_end(self, ex: Exchange) -> None:
@@ -411,9 +422,9 @@ class HttpSession(asyncio.Protocol):
             return          # the end of an interim 1xx; a 101 goes on as a tunnel
         out, ex.head_out = ex.head_out, None
         if ex.framing == FRAME_CHUNKED:
-            self.transport.write(b"0\r\n\r\n" if out is None else out + b"0\r\n\r\n")
+            self.to_client(b"0\r\n\r\n" if out is None else out + b"0\r\n\r\n")
         elif out is not None:
-            self.transport.write(out)
+            self.to_client(out)
         self.finish(ex, head.keep_alive and ex.request_done and not ex.is_head)
 
     def response_upgrade(self, ex: Exchange, rest) -> None:
@@ -430,7 +441,7 @@ class HttpSession(asyncio.Protocol):
         if ex.log is not None:
             self.log_request(ex, "--")
         if rest:
-            self.transport.write(rest)
+            self.to_client(rest)
         if ex.tunnel_rest:
             conn.transport.write(bytes(ex.tunnel_rest))
         self.tunnel_ex = ex          # keeps the server counted active until the tunnel closes
@@ -476,9 +487,9 @@ class HttpSession(asyncio.Protocol):
     def response_end_close_delimited(self, ex: Exchange) -> None:
         out, ex.head_out = ex.head_out, None
         if out is not None:
-            self.transport.write(out)
+            self.to_client(out)
         if ex.framing == FRAME_CHUNKED:
-            self.transport.write(b"0\r\n\r\n")
+            self.to_client(b"0\r\n\r\n")
         self.finish(ex, False)
 
     def server_lost(self, ex: Exchange, exc) -> None:
@@ -556,7 +567,7 @@ class HttpSession(asyncio.Protocol):
 
     def send_page(self, status: int) -> None:
         if not self.closed:
-            self.transport.write(error_page(status))
+            self.to_client(error_page(status))
         self.close_after_flush()
 
     def close_after_flush(self) -> None:
@@ -680,10 +691,8 @@ class HttpSession(asyncio.Protocol):
     # -- tunnel (after 101) -----------------------------------------------------------
     def tunnel_from_server(self, data) -> None:
         self.server_at = self.loop.time()
-        n = len(data)
-        self.frontend.bytes_out += n
-        self.tunnel_conn.server.bytes_out += n
-        self.transport.write(data)
+        self.tunnel_conn.server.bytes_out += len(data)
+        self.to_client(data)
 
     def tunnel_server_eof(self) -> None:
         if self.transport.can_write_eof():

@@ -57,7 +57,7 @@ class ServerConn(asyncio.Protocol):
         ex = self.exchange
         if ex is not None and ex.head_out is not None:     # no body bytes in this read: head now
             head, ex.head_out = ex.head_out, None
-            ex.session.transport.write(head)
+            ex.session.to_client(head)
 
     def eof_received(self):
         if self.tunnel is not None:
