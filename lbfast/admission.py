@@ -114,3 +114,12 @@ class ConnectionQueue:
             session = next(iter(self.waiting))
             self.waiting.pop(session).cancel()
             session.admit()
+
+
+def close_servers(frontends) -> None:
+    """Pause accepting: each frontend's asyncio server closes; its listening socket (the
+    server ran on a duplicate) and the backlog stay, so resuming loses no connection."""
+    for state in frontends.values():
+        if state.server is not None:
+            state.server.close()
+            state.server = None

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from lbfast import proxy_header
 from lbfast.access_log import ConnectionLog
 from lbfast.enums import Protocol, ProxyProtocol
-from lbfast.admission import ConnectionQueue, DescriptorReserve
+from lbfast.admission import ConnectionQueue, DescriptorReserve, close_servers
 from lbfast.listeners import listening_socket
 from lbfast.passive import PassiveReports, failed_connect
 from lbfast.routing import Pool, ServerState
@@ -385,10 +385,7 @@ class L4Proxy:
         return state.sock is not None and self.reserve.paused
 
     def _pause_accepting(self) -> None:
-        for state in self.frontends.values():
-            if state.server is not None:
-                state.server.close()
-                state.server = None
+        close_servers(self.frontends)
 
     def _resume_accepting(self) -> None:
         async def listen(state: FrontendState) -> None:

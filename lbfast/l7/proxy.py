@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping, Sequence
 
 from lbfast.enums import Protocol, ProxyProtocol, Stickiness
-from lbfast.admission import ConnectionQueue, DescriptorReserve
+from lbfast.admission import ConnectionQueue, DescriptorReserve, close_servers
 from lbfast.l7 import _tickets
 from lbfast.l7._cookie import CookieRouter
 from lbfast.l7.http_session import HttpSession
@@ -185,10 +185,7 @@ class L7Proxy:
         return await self.loop.create_server(factory, sock=sock.dup(), backlog=4096, **kw)
 
     def _pause_accepting(self) -> None:
-        for state in self.frontends.values():
-            if state.server is not None:
-                state.server.close()
-                state.server = None
+        close_servers(self.frontends)
 
     def _resume_accepting(self) -> None:
         async def serve(key: tuple, state: FrontendState) -> None:

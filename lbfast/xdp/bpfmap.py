@@ -89,8 +89,8 @@ class BpfMap:
             yield nxt
             key = nxt
 
-    def items(self, batch: int = 4096) -> Iterator[tuple]:
-        """Every (key, value): `batch` elements per syscall where the kernel can."""
+    def _batches(self, batch: int) -> Iterator[tuple]:
+        """(n, keys, values) per batched lookup; None once if the map has no batch ops."""
         keys = (self.key_type * batch)()
         values = (self.value_type * batch)()
         in_batch, out_batch = None, self.key_type()   # the token fits in a key
@@ -101,34 +101,34 @@ class BpfMap:
             except OSError:
                 if in_batch is not None:
                     raise
-                yield from self._items_one_by_one()   # no batch ops for this map
+                yield None
                 return
-            ksize, vsize = ct.sizeof(self.key_type), ct.sizeof(self.value_type)
-            for i in range(n):
-                yield (self.key_type.from_buffer_copy(keys, i * ksize),
-                       self.value_type.from_buffer_copy(values, i * vsize))
+            yield n, keys, values
             if done:
                 return
             in_batch, out_batch = out_batch, self.key_type()
 
+    def items(self, batch: int = 4096) -> Iterator[tuple]:
+        """Every (key, value): `batch` elements per syscall where the kernel can."""
+        ksize, vsize = ct.sizeof(self.key_type), ct.sizeof(self.value_type)
+        for got in self._batches(batch):
+            if got is None:
+                yield from self._items_one_by_one()   # no batch ops for this map
+                return
+            n, keys, values = got
+            for i in range(n):
+                yield (self.key_type.from_buffer_copy(keys, i * ksize),
+                       self.value_type.from_buffer_copy(values, i * vsize))
+
     def count(self, batch: int = 4096) -> int:
         """How many entries the map holds (a hash map's occupancy): batched lookups,
         no Python object per entry."""
-        keys = (self.key_type * batch)()
-        values = (self.value_type * batch)()
-        in_batch, out_batch, total = None, self.key_type(), 0
-        while True:
-            try:
-                n, done = syscall.lookup_batch(self.fd, keys, values, batch, in_batch,
-                                               out_batch)
-            except OSError:
-                if in_batch is not None:
-                    raise
+        total = 0
+        for got in self._batches(batch):
+            if got is None:
                 return sum(1 for _ in self.keys())
-            total += n
-            if done:
-                return total
-            in_batch, out_batch = out_batch, self.key_type()
+            total += got[0]
+        return total
 
     def _items_one_by_one(self) -> Iterator[tuple]:
         for key in self.keys():
