@@ -171,12 +171,15 @@ class AddressWatch:
             self.threads.append(t)
         # A monitor that subscribed late would miss events and report no overlap: wait
         # until each one has printed a probe address added after it started.
+        # The probe is added again until it is seen: one made before the subscription is missed.
         self.live = [threading.Event() for _ in hosts]
         for i, h in enumerate(hosts):
-            h.run(["ip", "addr", "add", f"{PROBE}/32", "dev", "lo"])
-            ok = self.live[i].wait(5)
-            h.run(["ip", "addr", "del", f"{PROBE}/32", "dev", "lo"])
-            if not ok:
+            deadline = time.monotonic() + 10
+            while not self.live[i].is_set() and time.monotonic() < deadline:
+                h.run(["ip", "addr", "add", f"{PROBE}/32", "dev", "lo"])
+                self.live[i].wait(0.3)
+                h.run(["ip", "addr", "del", f"{PROBE}/32", "dev", "lo"])
+            if not self.live[i].is_set():
                 raise RuntimeError(f"`ip monitor address` on {h.name} never reported the probe address")
 
     def _read(self, i: int, proc) -> None:
@@ -240,10 +243,12 @@ class RouteWatch:
         self.live = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
-        host.run(["ip", "route", "add", f"{PROBE}/32", "dev", "lo"])    # subscribed once it shows
-        ok = self.live.wait(5)
-        host.run(["ip", "route", "del", f"{PROBE}/32", "dev", "lo"])
-        if not ok:
+        deadline = time.monotonic() + 10          # subscribed once a probe route shows
+        while not self.live.is_set() and time.monotonic() < deadline:
+            host.run(["ip", "route", "add", f"{PROBE}/32", "dev", "lo"])
+            self.live.wait(0.3)
+            host.run(["ip", "route", "del", f"{PROBE}/32", "dev", "lo"])
+        if not self.live.is_set():
             raise RuntimeError(f"`ip monitor route` on {host.name} never reported the probe route")
 
     def _read(self) -> None:
