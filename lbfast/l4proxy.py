@@ -13,7 +13,7 @@ from lbfast.enums import Protocol, ProxyProtocol
 from lbfast.admission import ConnectionQueue, DescriptorReserve, close_servers
 from lbfast.listeners import listening_socket
 from lbfast.passive import PassiveReports, failed_connect
-from lbfast.routing import Pool, ServerState
+from lbfast.routing import Pool, ServerState, pools_for, switch_frontends
 from lbfast.spec import BackendSpec, FrontendSpec
 
 log = logging.getLogger("lbfast.l4")
@@ -337,10 +337,7 @@ class L4Proxy:
         self.loop = asyncio.get_running_loop()
         self.reserve.refresh()
         wanted = {f.listen_key: f for f in frontends if self.handles(f)}
-        pools: dict[int, Pool] = {}
-        for f in wanted.values():
-            bid = f.backend.id
-            pools.setdefault(bid, self.pools.get(bid) or Pool(f.backend))
+        pools = pools_for(wanted.values(), self.pools)
         added = {k: FrontendState(f) for k, f in wanted.items() if k not in self.frontends}
         for state in added.values():
             state.pool = pools[state.spec.backend.id]
@@ -354,13 +351,7 @@ class L4Proxy:
             raise
         for key in set(self.frontends) - set(wanted):
             self._stop_listening(self.frontends.pop(key))
-        for key, f in wanted.items():
-            state = added.get(key) or self.frontends[key]
-            state.spec = f
-            state.pool = pools[f.backend.id]
-            if state.pool.spec != f.backend:
-                state.pool.update(f.backend)
-            self.frontends[key] = state
+        switch_frontends(self.frontends, wanted, added, pools)
         self.pools = pools
 
     async def _listen(self, state: FrontendState) -> asyncio.base_events.Server:

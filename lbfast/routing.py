@@ -154,3 +154,24 @@ def smooth_weighted(candidates: list[ServerState]) -> ServerState:
             best = s
     best.current_weight -= total
     return best
+
+
+def pools_for(frontends, running: dict[int, Pool]) -> dict[int, Pool]:
+    """One Pool per backend of `frontends`; a running one is kept (its sticky table, counts)."""
+    pools: dict[int, Pool] = {}
+    for f in frontends:
+        bid = f.backend.id
+        pools.setdefault(bid, running.get(bid) or Pool(f.backend))
+    return pools
+
+
+def switch_frontends(states: dict, wanted: dict, added: dict, pools: dict[int, Pool]) -> None:
+    """After an apply bound what it added: every wanted frontend's state (running or
+    added) takes its new spec and pool, a changed backend updating the pool in place."""
+    for key, f in wanted.items():
+        state = added.get(key) or states[key]
+        state.spec = f
+        state.pool = pools[f.backend.id]
+        if state.pool.spec != f.backend:
+            state.pool.update(f.backend)
+        states[key] = state

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from lbfast.enums import Protocol, ProxyProtocol
 from lbfast.listeners import datagram_socket
-from lbfast.routing import Pool, ServerState
+from lbfast.routing import Pool, ServerState, pools_for, switch_frontends
 from lbfast.spec import BackendSpec, FrontendSpec
 
 log = logging.getLogger("lbfast.udp")
@@ -178,10 +178,7 @@ class UdpProxy:
         then switch specs; frontends that are gone end their sessions with their socket."""
         self.loop = asyncio.get_running_loop()
         wanted = {f.listen_key: f for f in frontends if self.handles(f)}
-        pools: dict[int, Pool] = {}
-        for f in wanted.values():
-            bid = f.backend.id
-            pools.setdefault(bid, self.pools.get(bid) or Pool(f.backend))
+        pools = pools_for(wanted.values(), self.pools)
         added = {k: FrontendState(f) for k, f in wanted.items() if k not in self.frontends}
         try:
             for state in added.values():
@@ -195,13 +192,7 @@ class UdpProxy:
             raise
         for key in set(self.frontends) - set(wanted):
             self._close_frontend(self.frontends.pop(key))
-        for key, f in wanted.items():
-            state = added.get(key) or self.frontends[key]
-            state.spec = f
-            state.pool = pools[f.backend.id]
-            if state.pool.spec != f.backend:
-                state.pool.update(f.backend)
-            self.frontends[key] = state
+        switch_frontends(self.frontends, wanted, added, pools)
         self.pools = pools
 
     def new_client(self, frontend: FrontendState, client: tuple, data: bytes) -> None:

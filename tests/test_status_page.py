@@ -13,8 +13,6 @@ from PIL import Image, ImageStat
 from tests.cdp import Browser
 from tests.statusbed import TOKEN, StatusBed
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None and not os.environ.get("CI"),
-                                reason="needs Debian's chromium (.ci/setup-host)")
 
 ROWS = """JSON.stringify({
   lbs: [...document.querySelectorAll("section.lb")].map(s => s.dataset.lb),

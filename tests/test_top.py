@@ -4,7 +4,6 @@ and `q` quits, leaving the terminal as it was."""
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +13,6 @@ import pytest
 from tests.lbrun import wait_for
 from tests.statusbed import StatusBed
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None and not os.environ.get("CI"),
-                                reason="needs tmux (.ci/setup-host)")
 ROOT = Path(__file__).parent.parent
 
 
