@@ -13,6 +13,8 @@ from importlib import resources
 import orjson
 from aiohttp import web
 
+from control.api import auth
+
 COOKIE = "lbfast_status"
 SESSION_S = 12 * 3600
 MAX_SESSIONS = 256
@@ -27,7 +29,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 BASIC_CHALLENGE = 'Basic realm="lbfast status", charset="UTF-8"'
-NO_TOKEN = "the status page needs an API token: set api.token (or $LBFAST_API_TOKEN)"
 
 
 def owns(path: str) -> bool:
@@ -79,22 +80,16 @@ class StatusPage:
     # -- who may look --------------------------------------------------------------------
     def _presented(self, request: web.Request) -> list[str]:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        given = []
+        given = auth.credentials(request, "lbfast")     # Bearer and X-Auth-Token, as the API takes them
         if scheme.lower() == "basic":
             try:
                 given.append(base64.b64decode(value.strip(), validate=True).decode().partition(":")[2])
             except (binascii.Error, UnicodeDecodeError):
                 pass
-        elif scheme.lower() == "bearer":
-            given.append(value.strip())
-        if "X-Auth-Token" in request.headers:
-            given.append(request.headers["X-Auth-Token"].strip())
         return given
 
     def allowed(self, request: web.Request) -> bool:
         token = self.api.token
-        if not token:
-            return False
         if self.sessions.valid(request.cookies.get(COOKIE)):
             return True
         return any(hmac.compare_digest(g.encode(), token.encode()) for g in self._presented(request))
@@ -112,13 +107,9 @@ class StatusPage:
                             headers={**SECURITY_HEADERS, **(headers or {})})
 
     def _refused_page(self, message: str = "") -> web.Response:
-        if not self.api.token:
-            return self._html("login.html", 403, NO_TOKEN)
         return self._html("login.html", 401, message, {"WWW-Authenticate": BASIC_CHALLENGE})
 
     def _refused_json(self, challenge: str) -> web.Response:
-        if not self.api.token:
-            return self._json({"error": NO_TOKEN}, 403)
         return self._json({"error": "Invalid Token"}, 401, {"WWW-Authenticate": challenge})
 
     @staticmethod
@@ -150,8 +141,6 @@ class StatusPage:
     async def login(self, request: web.Request) -> web.Response:
         if not self.same_origin(request):
             return self._html("login.html", 403, "refused: the form was posted from another origin")
-        if not self.api.token:
-            return self._refused_page()
         form = await request.post()
         given = str(form.get("token", ""))
         if not given or not hmac.compare_digest(given.encode(), self.api.token.encode()):
